@@ -1,0 +1,79 @@
+"""Shared fixtures: real PostgreSQL and MariaDB servers on loopback, one fresh database per test.
+
+Locally a test that needs a server skips when none answers; with
+``MLENGINE_REQUIRE_SERVICES=1`` (set by ``.ci/run``) it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("MLENGINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MYSQL_HOST = os.environ.get("MLENGINE_TEST_MYSQL_HOST", "127.0.0.1")
+MYSQL_PORT = int(os.environ.get("MLENGINE_TEST_MYSQL_PORT", "3306"))
+MYSQL_USER = os.environ.get("MLENGINE_TEST_MYSQL_USER", "root")
+
+
+def _unavailable(what: str, err: Exception) -> None:
+    message = f"{what} is not reachable: {err}"
+    if os.environ.get("MLENGINE_REQUIRE_SERVICES") == "1":
+        pytest.fail(message + " (MLENGINE_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    import psycopg
+
+    name = _unique("mlengine_t")
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as err:
+        _unavailable("PostgreSQL", err)
+        raise
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """SQLAlchemy URL (``mysql+pymysql://``) of a fresh MariaDB database, dropped after."""
+    import pymysql
+
+    name = _unique("mlengine_t")
+    try:
+        admin = pymysql.connect(
+            host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, connect_timeout=5, autocommit=True
+        )
+    except pymysql.err.OperationalError as err:
+        _unavailable("MariaDB", err)
+        raise
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    try:
+        yield f"mysql+pymysql://{MYSQL_USER}@{MYSQL_HOST}:{MYSQL_PORT}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+@pytest.fixture
+def duckdb_url(tmp_path) -> str:
+    """URL of a fresh embedded DuckDB store in the test's temporary directory."""
+    return f"duckdb:///{(tmp_path / 'store.duckdb').as_posix()}"
