@@ -69,7 +69,7 @@ class TimeframeError(MLEngineError, ValueError):
 # --- timeframes --------------------------------------------------------------------------
 
 _TF_RE = re.compile(r"^(\d+)(m|h|d|w)$")
-_TF_UNITS = {"m": "min", "h": "h", "d": "D", "w": "W"}
+_TF_MINUTES = {"m": 1, "h": 60, "d": 60 * 24, "w": 60 * 24 * 7}
 _TF_ALIASES = {"1min": "1m", "60m": "1h", "24h": "1d", "1day": "1d", "d": "1d", "h": "1h"}
 
 
@@ -96,7 +96,7 @@ class Timeframe:
                 f"unknown timeframe {value!r}: use a count and a unit, e.g. 1m, 15m, 1h, 4h, 1d, 1w"
             )
         count, unit = int(match.group(1)), match.group(2)
-        delta = pd.Timedelta(count, unit=_TF_UNITS[unit])
+        delta = pd.Timedelta(minutes=count * _TF_MINUTES[unit])
         return cls(delta=delta, name=f"{count}{unit}")
 
     @property
@@ -169,7 +169,9 @@ def check_bar_frame(frame: pd.DataFrame, *, source: str | None = None) -> pd.Dat
     if frame.index.name != INDEX_NAME:
         raise BarDataError(f"index must be named {INDEX_NAME!r}", source=label)
     if list(frame.columns) != list(OHLCV):
-        raise BarDataError(f"columns must be {list(OHLCV)}, got {list(frame.columns)}", source=label)
+        raise BarDataError(
+            f"columns must be {list(OHLCV)}, got {list(frame.columns)}", source=label
+        )
     for col in OHLCV:
         if frame[col].dtype != np.float64:
             raise BarDataError(f"dtype {frame[col].dtype} is not float64", source=label, column=col)

@@ -1,0 +1,229 @@
+"""Command line: ``mlengine data ...`` and ``mlengine demo``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlengine.data.schema import MLEngineError
+
+app = typer.Typer(
+    name="mlengine",
+    help="ML engine for trading signals.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(
+    help="Import, inspect, validate, resample and migrate bars.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="Store URL (default: MLENGINE_DB_URL or DuckDB under the data dir)."),
+]
+Policy = Annotated[str, typer.Option("--policy", help="Quality policy: strict, repair or report.")]
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the engine's own errors into one red line and exit code 2, no traceback."""
+    try:
+        yield
+    except MLEngineError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from err
+    except FileNotFoundError as err:
+        err_console.print(f"[bold red]error:[/] file not found: {err.filename}", highlight=False)
+        raise typer.Exit(code=2) from err
+
+
+def _store(url: str | None) -> Any:
+    from mlengine.data.store import open_store
+
+    return open_store(url)
+
+
+def _check_policy(policy: str) -> str:
+    if policy not in ("strict", "repair", "report"):
+        raise typer.BadParameter(f"unknown policy {policy!r}: use strict, repair or report")
+    return policy
+
+
+@data_app.command("import")
+def data_import(
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet file of bars.")],
+    symbol: Annotated[str | None, typer.Option(help="Symbol (default: from the file).")] = None,
+    timeframe: Annotated[str | None, typer.Option(help="Timeframe (default: inferred).")] = None,
+    market: Annotated[
+        str | None, typer.Option(help="crypto, fx or equity (default: inferred).")
+    ] = None,
+    policy: Policy = "repair",
+    db: DbOption = None,
+) -> None:
+    """Read FILE, check its quality, and upsert its bars into the store."""
+    from mlengine.data.sources import read_raw
+    from mlengine.data.validate import validate
+
+    _check_policy(policy)
+    with _errors():
+        raw = read_raw(file, symbol=symbol, timeframe=timeframe, market=market)
+        report = validate(raw, policy="repair" if policy == "report" else policy)
+        console.print(report.to_rich())
+        if report.bars is None:
+            raise MLEngineError(f"{file}: no bars to import")
+        with _store(db) as store:
+            written = store.write_bars(report.bars)
+        console.print(
+            f"[green]imported[/] {written:,} bars of {report.bars.attrs['symbol']} "
+            f"{report.bars.attrs['timeframe']} into {store.url}"
+        )
+
+
+@data_app.command("list")
+def data_list(db: DbOption = None) -> None:
+    """List the stored series: symbol, timeframe, bar count and time range."""
+    with _errors(), _store(db) as store:
+        series = store.list_series()
+    table = Table(title="stored series")
+    for col in series.columns:
+        table.add_column(str(col))
+    for row in series.itertuples(index=False):
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row))
+    console.print(table)
+
+
+@data_app.command("validate")
+def data_validate(
+    file: Annotated[Path | None, typer.Argument(help="File to check (or use --symbol).")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Stored symbol to check.")] = None,
+    timeframe: Annotated[str | None, typer.Option(help="Timeframe of the stored series.")] = None,
+    market: Annotated[str | None, typer.Option(help="crypto, fx or equity.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Check the quality of a file, or of stored bars; exit 1 if errors are found."""
+    from mlengine.data.sources import read_raw
+    from mlengine.data.validate import validate
+
+    with _errors():
+        if file is not None:
+            bars = read_raw(file, symbol=symbol, timeframe=timeframe, market=market)
+        elif symbol and timeframe:
+            with _store(db) as store:
+                bars = store.read_bars(symbol, timeframe)
+        else:
+            raise typer.BadParameter("give a FILE, or --symbol and --timeframe of stored bars")
+        report = validate(bars, policy="report", market=market)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console.print(report.to_rich())
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@data_app.command("resample")
+def data_resample(
+    symbol: Annotated[str, typer.Option(help="Stored symbol.")],
+    source_tf: Annotated[str, typer.Option("--from", help="Stored timeframe, e.g. 15m.")],
+    target_tfs: Annotated[
+        list[str], typer.Option("--to", help="Higher timeframe(s), e.g. --to 1h --to 4h.")
+    ],
+    db: DbOption = None,
+) -> None:
+    """Aggregate stored bars to higher timeframes and store the result."""
+    from mlengine.data.resample import resample
+
+    with _errors(), _store(db) as store:
+        bars = store.read_bars(symbol, source_tf)
+        for tf in target_tfs:
+            higher = resample(bars, tf)
+            written = store.write_bars(higher)
+            console.print(f"[green]{symbol} {source_tf} → {tf}[/]: {written:,} bars stored")
+
+
+@data_app.command("migrate")
+def data_migrate(
+    source: Annotated[str, typer.Option(help="Source URL, e.g. mysql+pymysql://user@host/db.")],
+    target: Annotated[
+        str | None, typer.Option(help="Target store URL (default: the store).")
+    ] = None,
+    table: Annotated[str, typer.Option(help="Source table.")] = "ohlcv",
+    column: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="Column mapping FIELD=SOURCE_COLUMN, e.g. --map ts=time."),
+    ] = None,
+    timeframe: Annotated[
+        str | None, typer.Option(help="Timeframe, if the source table holds only one.")
+    ] = None,
+    chunk_size: Annotated[int, typer.Option(help="Rows per chunk.")] = 50_000,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be copied.")] = False,
+) -> None:
+    """Copy an OHLCV table from MySQL/MariaDB into the store: chunked, resumable, verified."""
+    from mlengine.data.migrate import migrate
+
+    mapping = _parse_mapping(column or [])
+    with _errors():
+        report = migrate(
+            source,
+            target,
+            table=table,
+            columns=mapping,
+            timeframe=timeframe,
+            chunk_size=chunk_size,
+            dry_run=dry_run,
+        )
+    console.print(report.to_rich())
+    if not dry_run and not report.ok:
+        raise typer.Exit(code=1)
+
+
+def _parse_mapping(items: list[str]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for item in items:
+        field, sep, col = item.partition("=")
+        if not sep or not field or not col:
+            raise typer.BadParameter(f"--map expects FIELD=COLUMN, got {item!r}")
+        mapping[field.strip()] = col.strip()
+    return mapping
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the embedded store lives (default: ./data).")
+    ] = None,
+) -> None:
+    """Import the bundled real samples into the embedded store and print their quality."""
+    from mlengine import datasets
+    from mlengine.config import Settings
+    from mlengine.data.store import open_store
+    from mlengine.data.validate import validate
+
+    settings = Settings(data_dir=data_dir) if data_dir else Settings()
+    url = f"duckdb:///{(settings.data_dir / 'mlengine.duckdb').as_posix()}"
+    with _errors(), open_store(url) as store:
+        for name in datasets.names():
+            info = datasets.info(name)
+            console.rule(f"[bold]{name}[/]: {info.symbol} {info.timeframe} ({info.market})")
+            report = validate(datasets.load_raw(name), policy="repair", market=info.market)
+            console.print(report.to_rich())
+            assert report.bars is not None
+            written = store.write_bars(report.bars)
+            console.print(f"[green]stored[/] {written:,} bars")
+        console.rule("[bold]store")
+        series = store.list_series()
+    console.print(f"store: {url}")
+    console.print(series.to_string(index=False))
