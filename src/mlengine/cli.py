@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -55,10 +55,13 @@ def _store(url: str | None) -> Any:
     return open_store(url)
 
 
-def _check_policy(policy: str) -> str:
-    if policy not in ("strict", "repair", "report"):
-        raise typer.BadParameter(f"unknown policy {policy!r}: use strict, repair or report")
-    return policy
+def _check_policy(policy: str) -> Literal["strict", "repair"]:
+    """Importing needs a bar frame, so ``report`` imports what ``repair`` would."""
+    if policy == "strict":
+        return "strict"
+    if policy in ("repair", "report"):
+        return "repair"
+    raise typer.BadParameter(f"unknown policy {policy!r}: use strict, repair or report")
 
 
 @data_app.command("import")
@@ -76,10 +79,10 @@ def data_import(
     from mlengine.data.sources import read_raw
     from mlengine.data.validate import validate
 
-    _check_policy(policy)
+    chosen = _check_policy(policy)
     with _errors():
         raw = read_raw(file, symbol=symbol, timeframe=timeframe, market=market)
-        report = validate(raw, policy="repair" if policy == "report" else policy)
+        report = validate(raw, policy=chosen)
         console.print(report.to_rich())
         if report.bars is None:
             raise MLEngineError(f"{file}: no bars to import")

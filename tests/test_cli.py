@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlengine import datasets
+from mlengine.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_import_then_list(duckdb_url: str) -> None:
+    code, out, _ = _run("data", "import", str(datasets.path("eurusd_1h")), "--db", duckdb_url)
+    assert code == 0, out
+    assert "imported 6,225 bars of EURUSD 1h" in out
+    code, out, _ = _run("data", "list", "--db", duckdb_url)
+    assert code == 0
+    assert "EURUSD" in out
+    assert "6,225" in out
+
+
+def test_import_is_idempotent(duckdb_url: str) -> None:
+    from mlengine.data.store import open_store
+
+    path = str(datasets.path("eurusd_1h"))
+    for _ in range(2):
+        assert _run("data", "import", path, "--db", duckdb_url)[0] == 0
+    with open_store(duckdb_url) as store:
+        assert len(store.read_bars("EURUSD", "1h")) == 6225
+
+
+def test_validate_file_json_reports_real_defects() -> None:
+    code, out, _ = _run("data", "validate", str(datasets.path("btcusd_15m")), "--json")
+    assert code == 1, "duplicates and off-grid bars are errors"
+    report = json.loads(out)
+    checks = {f["check"] for f in report["findings"]}
+    assert {"duplicate_rows", "conflicting_duplicates", "out_of_order", "off_grid"} <= checks
+
+
+def test_validate_clean_stored_series_exits_zero(duckdb_url: str) -> None:
+    path = str(datasets.path("btcusd_15m"))
+    assert _run("data", "import", path, "--db", duckdb_url)[0] == 0
+    code, out, _ = _run(
+        "data", "validate", "--symbol", "BTCUSD", "--timeframe", "15m", "--db", duckdb_url
+    )
+    assert code == 0, out
+
+
+def test_resample_stores_higher_timeframes(duckdb_url: str) -> None:
+    from mlengine.data.store import open_store
+
+    assert _run("data", "import", str(datasets.path("btcusd_15m")), "--db", duckdb_url)[0] == 0
+    code, out, _ = _run(
+        "data", "resample", "--symbol", "BTCUSD", "--from", "15m", "--to", "1h", "--to", "4h",
+        "--db", duckdb_url,
+    )  # fmt: skip
+    assert code == 0, out
+    with open_store(duckdb_url) as store:
+        series = store.list_series()
+        low = store.read_bars("BTCUSD", "15m")
+        high = store.read_bars("BTCUSD", "1h")
+    assert set(series["timeframe"]) == {"15m", "1h", "4h"}
+    assert high["volume"].sum() == pytest.approx(low["volume"].sum(), rel=1e-3)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path, duckdb_url: str) -> None:
+    code, _, err = _run("data", "import", str(tmp_path / "nope.csv"), "--db", duckdb_url)
+    assert code == 2
+    assert "nope.csv" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_timeframe_is_a_clear_error(duckdb_url: str) -> None:
+    path = str(datasets.path("eurusd_1h"))
+    code, _, err = _run("data", "import", path, "--timeframe", "7x", "--db", duckdb_url)
+    assert code == 2
+    assert "unknown timeframe '7x'" in err
+
+
+def test_demo_imports_all_bundled_sets(tmp_path: Path) -> None:
+    code, out, _ = _run("demo", "--data-dir", str(tmp_path))
+    assert code == 0, out
+    assert (tmp_path / "mlengine.duckdb").exists()
+    for name in datasets.names():
+        assert name in out
