@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import typer
 from rich.console import Console
@@ -33,6 +33,7 @@ DbOption = Annotated[
     str | None,
     typer.Option("--db", help="Store URL (default: MLENGINE_DB_URL or DuckDB under the data dir)."),
 ]
+EpochUnit = Literal["s", "ms", "us"]
 Policy = Annotated[str, typer.Option("--policy", help="Quality policy: strict, repair or report.")]
 
 
@@ -171,24 +172,39 @@ def data_migrate(
     timeframe: Annotated[
         str | None, typer.Option(help="Timeframe, if the source table holds only one.")
     ] = None,
+    epoch_unit: Annotated[
+        str, typer.Option(help="Unit of integer time columns: s, ms or us.")
+    ] = "s",
     chunk_size: Annotated[int, typer.Option(help="Rows per chunk.")] = 50_000,
+    pause: Annotated[
+        float, typer.Option(help="Seconds to wait between chunks, to spare a busy source.")
+    ] = 0.0,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be copied.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Copy an OHLCV table from MySQL/MariaDB into the store: chunked, resumable, verified."""
+    from mlengine.config import get_settings
     from mlengine.data.migrate import migrate
 
+    if epoch_unit not in ("s", "ms", "us"):
+        raise typer.BadParameter(f"unknown epoch unit {epoch_unit!r}: use s, ms or us")
     mapping = _parse_mapping(column or [])
     with _errors():
         report = migrate(
             source,
-            target,
+            target or get_settings().store_url,
             table=table,
             columns=mapping,
             timeframe=timeframe,
+            epoch_unit=cast(EpochUnit, epoch_unit),
             chunk_size=chunk_size,
+            pause=pause,
             dry_run=dry_run,
+            progress=progress,
+            console=console,
         )
-    console.print(report.to_rich())
+    if not progress:
+        console.print(report.table())
     if not dry_run and not report.ok:
         raise typer.Exit(code=1)
 
