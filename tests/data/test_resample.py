@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import mlengine
+from mlengine import datasets
 from mlengine.data.resample import align_to_lower, bar_counts, default_prefix, resample
 from mlengine.data.schema import OHLCV, BarDataError, Timeframe, TimeframeError, check_bar_frame
 from mlengine.data.schema import make_bar_frame as _make
@@ -48,21 +47,10 @@ def bar_frames(draw: st.DrawFn, max_bars: int = 400) -> pd.DataFrame:
     return _random_bars(rng, pd.DatetimeIndex(start + STEP * keep))
 
 
-def _read_btc_15m() -> pd.DataFrame:
-    """Plain-pandas reader of the bundled BTC 15m sample, cleaned of its known defects."""
-    path = Path(mlengine.__file__).parent / "datasets" / "BTCUSD_15m_2021.csv"
-    raw = pd.read_csv(path)
-    ts = pd.to_datetime(raw["Datetime"], utc=True, format="ISO8601")
-    frame = raw.assign(ts=ts).sort_values("ts", kind="stable")
-    frame = frame.drop_duplicates("ts", keep="last")
-    frame = frame[frame["ts"] == frame["ts"].dt.floor("15min")]
-    cols = {c: frame[c.capitalize()].to_numpy(dtype=float) for c in OHLCV}
-    return _make(frame["ts"], cols, symbol="BTCUSD", timeframe="15m")
-
-
 @pytest.fixture(scope="module")
 def btc_15m() -> pd.DataFrame:
-    return _read_btc_15m()
+    """The bundled BTC 15m sample, repaired (sorted, deduplicated, on the grid)."""
+    return datasets.load("btcusd_15m")
 
 
 # --- resample: hand-built ------------------------------------------------------------------

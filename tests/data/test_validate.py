@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,12 +14,10 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.table import Table
 
-import mlengine
+from mlengine import datasets
 from mlengine.data.calendar import expected_index
 from mlengine.data.schema import OHLCV, BarDataError, Timeframe, check_bar_frame
 from mlengine.data.validate import BarQualityError, QualityReport, validate
-
-DATASETS = Path(mlengine.__file__).parent / "datasets"
 
 
 def ts(*stamps: str) -> list[pd.Timestamp]:
@@ -517,44 +513,19 @@ def test_shuffle_and_duplicate_then_repair_gives_back_the_original(case, data):
 
 
 # --- the real bundled data sets ------------------------------------------------------------
-# A plain-pandas reader, local to these tests, until mlengine.data.sources.read_raw lands.
-
-
-@functools.cache
-def _real(name: str) -> pd.DataFrame:
-    if name == "eurusd_1h":
-        df = pd.read_csv(DATASETS / "EURUSD_1h_2017_ask.csv")
-        stamps = pd.to_datetime(df["Time"], format="%d.%m.%Y %H:%M:%S.%f", utc=True)
-        symbol, timeframe, source = "EURUSD", "1h", "EURUSD_1h_2017_ask.csv"
-    elif name == "btcusd_15m":
-        df = pd.read_csv(DATASETS / "BTCUSD_15m_2021.csv")
-        stamps = pd.to_datetime(df["Datetime"], format="ISO8601", utc=True)
-        symbol, timeframe, source = "BTCUSD", "15m", "BTCUSD_15m_2021.csv"
-    else:
-        df = pd.read_csv(DATASETS / "BTCUSD_1h_coinbase_2017_2019.csv", skiprows=1)
-        df = df.drop(columns="volume").rename(columns={"volume_btc": "volume"})
-        stamps = pd.to_datetime(df["date"], format="%Y-%m-%d %I-%p", utc=True)
-        symbol, timeframe, source = "BTCUSD", "1h", "BTCUSD_1h_coinbase_2017_2019.csv"
-    df.columns = [c.lower() for c in df.columns]
-    frame = pd.DataFrame(
-        {c: df[c].to_numpy(dtype=np.float64) for c in OHLCV},
-        index=pd.DatetimeIndex(stamps, name="ts").as_unit("ns"),
-    )
-    frame["row"] = np.arange(1, len(frame) + 1, dtype=np.int64)
-    frame.attrs = {"symbol": symbol, "timeframe": timeframe, "source": source}
-    return frame
 
 
 def real(name: str) -> pd.DataFrame:
-    frame = _real(name)
-    out = frame.copy()
-    out.attrs = dict(frame.attrs)
-    return out
+    """A bundled data set as the project's reader gives it, less its market (to be inferred)."""
+    frame = datasets.load_raw(name)
+    del frame.attrs["market"]
+    return frame
 
 
 def test_real_eurusd_weekends_normal_christmas_info():
     report = validate(real("eurusd_1h"))
     assert report.market == "fx" and report.ok  # inferred from the timestamps
+    assert only(report, "market_inferred").severity == "info"
     assert {f.check for f in report.warnings} == {"outlier_returns"}  # no gap warnings
     holiday = only(report, "holiday_gaps")
     assert (holiday.count, holiday.details["gaps"]) == (15, 2)
