@@ -230,10 +230,13 @@ class _Source:
         last: pd.Timestamp | None = after
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, max_row_buffer=size).execute(q)
-            for rows in result.partitions(size):
-                frame = self._frame(rows, symbol, tf, last)
-                last = frame.index[-1]
-                yield frame
+            try:
+                for rows in result.partitions(size):
+                    frame = self._frame(rows, symbol, tf, last)
+                    last = frame.index[-1]
+                    yield frame
+            finally:
+                result.close()  # an early stop must finish the unbuffered result first
 
     def _frame(
         self, rows: Sequence[Any], symbol: str, tf: str, last: pd.Timestamp | None
