@@ -147,6 +147,8 @@ trials = Table(
     _seq_id("trial_id", trials_id_seq),
     Column("run_id", Text),
     Column("strategy", Text, nullable=False),
+    Column("symbol", Text),
+    Column("timeframe", Text),
     Column("params", JSON_VALUE, nullable=False),
     Column("params_hash", Text, nullable=False),
     Column("metric", Text, nullable=False),
