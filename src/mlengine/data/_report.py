@@ -135,17 +135,27 @@ class QualityReport:
             title=f"{self.symbol or self.source or 'bars'} {self.timeframe} ({self.market}): "
             f"{self.n_rows} rows → {self.n_bars} bars  {status}"
         )
-        for name in ("check", "severity", "count", "message", "first at"):
-            table.add_column(name, overflow="fold")
+        table.add_column("check", no_wrap=True)
+        table.add_column("severity", no_wrap=True)
+        table.add_column("count", justify="right", no_wrap=True)
+        table.add_column("first at (UTC)", no_wrap=True)
+        table.add_column("message", ratio=1, overflow="fold")
         style = {"error": "red", "warning": "yellow", "info": "cyan"}
         for f in self.findings:
-            sev = f"[{style[f.severity]}]{f.severity}[/]" + (" (repaired)" if f.repaired else "")
-            first = _iso(f.timestamps[0]) if f.timestamps else ""
-            table.add_row(f.check, sev, str(f.count), f.message, first)
+            sev = f"[{style[f.severity]}]{f.severity}[/]" + (
+                " [green]fixed[/]" if f.repaired else ""
+            )
+            first = _short(f.timestamps[0]) if f.timestamps else ""
+            table.add_row(f.check, sev, f"{f.count:,}", first, f.message)
         for r in self.repairs:
-            first = _iso(r.timestamps[0]) if r.timestamps else ""
-            table.add_row(f"repair: {r.action}", "[green]done[/]", str(r.count), r.message, first)
+            first = _short(r.timestamps[0]) if r.timestamps else ""
+            table.add_row(r.action, "[green]repair[/]", f"{r.count:,}", first, r.message)
         return table
+
+
+def _short(ts: pd.Timestamp) -> str:
+    """Compact UTC time for narrow terminals; seconds only when they are not zero."""
+    return ts.strftime("%Y-%m-%d %H:%M:%S" if ts.second else "%Y-%m-%d %H:%M")
 
 
 class BarQualityError(BarDataError):
