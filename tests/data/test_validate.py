@@ -425,7 +425,7 @@ def test_report_serialises_to_json_and_rich():
     console = Console(record=True, width=200)
     console.print(table)
     text = console.export_text()
-    assert "out_of_order" in text and "zero_volume" in text and "repair: sort" in text
+    assert "out_of_order" in text and "zero_volume" in text and "sort" in text and "repair" in text
 
 
 # --- bad input -----------------------------------------------------------------------------
