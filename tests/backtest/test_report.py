@@ -1,0 +1,462 @@
+"""The HTML report: sections, charts, escaping, offline page, size, bad input.
+
+The report is built from a real backtest: an SMA(24/120) crossover on the bundled Coinbase
+BTCUSD 1h bars, compared with buy-and-hold through the same engine. ``report_inputs`` is
+shared with the browser test.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from plotly.offline import get_plotlyjs
+
+from mlengine import datasets
+from mlengine.backtest import _charts, report, validity
+from mlengine.backtest.confidence import analyse_confidence
+from mlengine.backtest.engine import BacktestResult, run_backtest
+from mlengine.backtest.report import ReportError, default_rolling_window, render_report
+from mlengine.data.schema import make_bar_frame
+
+FULL_FIGURES = [
+    "equity",
+    "drawdown",
+    "monthly",
+    "rolling-sharpe",
+    "trades",
+    "exposure",
+    "reliability",
+    "confidence-buckets",
+    "accuracy-coverage",
+    "comparison",
+]
+BASIC_FIGURES = FULL_FIGURES[:6]
+HOSTILE = "SMA <script>alert('x')</script> & <b>co</b>"
+
+
+def sma_position(close: pd.Series, fast: int = 24, slow: int = 120) -> pd.Series:
+    """Long when the fast SMA is above the slow one, short below, flat before both exist."""
+    spread = close.rolling(fast).mean() - close.rolling(slow).mean()
+    return pd.Series(np.sign(spread), index=close.index).fillna(0.0)
+
+
+def verdict_of(result: BacktestResult, close: pd.Series) -> validity.Verdict:
+    held = result.signal.iloc[:, 0].shift(1, fill_value=0.0)  # decided at t-1, held over t
+    return validity.assess(
+        result.returns,
+        result.metrics,
+        bar_returns=close.pct_change().fillna(0.0),
+        position=held,
+        n_trials=1,
+        config=validity.ValidityConfig(bootstrap_reps=100, baseline_samples=100),
+    )
+
+
+@functools.cache
+def runs() -> tuple[pd.DataFrame, BacktestResult, BacktestResult]:
+    """The real bars, the SMA crossover backtest and the buy-and-hold backtest."""
+    bars = datasets.load("btcusd_1h_coinbase")
+    sma = run_backtest(bars, pd.DataFrame({"position": sma_position(bars["close"])}))
+    hold = run_backtest(bars, pd.DataFrame({"position": 1.0}, index=bars.index))
+    return bars, sma, hold
+
+
+def data_range(bars: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "symbol": bars.attrs["symbol"],
+        "timeframe": bars.attrs["timeframe"],
+        "start": bars.index[0].isoformat(),
+        "end": bars.index[-1].isoformat(),
+        "bars": len(bars),
+    }
+
+
+def basic_inputs(bars: pd.DataFrame, result: BacktestResult) -> dict[str, Any]:
+    """The required inputs only: no verdict, probabilities, benchmark or comparison."""
+    return {
+        "title": "SMA 24/120 crossover, BTCUSD 1h",
+        "equity": result.equity,
+        "trades": result.trades,
+        "exposure": result.net_exposure,
+        "periods_per_year": result.periods_per_year,
+        "metrics": result.metrics.to_dict(),
+        "config": {"strategy": "sma_crossover", "fast": 24, "slow": 120} | result.config.to_dict(),
+        "data_range": data_range(bars),
+    }
+
+
+def p_up_of(close: pd.Series) -> pd.Series:
+    """A probability of "up" from the SMA spread (a logistic squash; NaN before the SMAs)."""
+    spread = close.rolling(24).mean() / close.rolling(120).mean() - 1.0
+    return (1.0 / (1.0 + np.exp(-40.0 * spread))).rename("p_up")
+
+
+@functools.cache
+def _full() -> dict[str, Any]:
+    bars, sma, hold = runs()
+    close = bars["close"]
+    verdicts = {"SMA 24/120": verdict_of(sma, close), "buy & hold": verdict_of(hold, close)}
+    results = {"SMA 24/120": sma, "buy & hold": hold}
+    comparison = pd.DataFrame(
+        [
+            {
+                "name": name,
+                "total_return": r.metrics.total_return,
+                "sharpe": r.metrics.sharpe,
+                "max_drawdown": r.metrics.max_drawdown,
+                "n_trades": r.metrics.n_trades,
+                "score": verdicts[name].score,
+                "effective": verdicts[name].effective,
+            }
+            for name, r in results.items()
+        ]
+    )
+    return basic_inputs(bars, sma) | {
+        "returns": sma.returns,
+        "benchmark": hold.equity.rename("buy & hold"),
+        "verdict": verdicts["SMA 24/120"].to_dict(),
+        "p_up": p_up_of(close),
+        "close": close,
+        "comparison": comparison,
+        "comparison_equity": {name: r.equity for name, r in results.items()},
+        "extra_sections": [("Notes", "<p id='extra-note'>A later stage's section.</p>")],
+    }
+
+
+def report_inputs(full: bool = True) -> dict[str, Any]:
+    """Keyword arguments of ``render_report`` for the real SMA backtest (a fresh dict)."""
+    if full:
+        return dict(_full())
+    bars, sma, _ = runs()
+    return basic_inputs(bars, sma)
+
+
+class PageParser(HTMLParser):
+    """Scripts, external references, section ids and charts of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[dict[str, str | None]] = []
+        self.references: list[str] = []
+        self.sections: list[str] = []
+        self.figures: list[str] = []
+        self.meta: dict[str, str] = {}
+        self.h1 = ""
+        self._in_h1 = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "script":
+            self.scripts.append(a)
+        for key in ("src", "href", "data"):
+            if a.get(key) and not str(a[key]).startswith("#"):
+                self.references.append(str(a[key]))
+        if tag == "section" and a.get("id"):
+            self.sections.append(str(a["id"]))
+        if a.get("data-figure"):
+            self.figures.append(str(a["data-figure"]))
+        if tag == "meta" and a.get("name"):
+            self.meta[str(a["name"])] = str(a.get("content"))
+        self._in_h1 = tag == "h1"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "h1":
+            self._in_h1 = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h1:
+            self.h1 += data
+
+
+def parse(page: str) -> PageParser:
+    parser = PageParser()
+    parser.feed(page)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def full_page() -> str:
+    return render_report(**report_inputs())
+
+
+# --- content ------------------------------------------------------------------------------
+
+
+def test_full_report_has_every_section_and_chart(full_page: str) -> None:
+    page = parse(full_page)
+    assert page.sections == [
+        "metrics", "verdict", "equity", "drawdown", "monthly", "rolling-sharpe", "trades",
+        "exposure", "confidence", "comparison", "extra-0", "config",
+    ]  # fmt: skip
+    assert page.figures == FULL_FIGURES
+    assert page.meta["mlengine-figures"] == str(len(FULL_FIGURES))
+    assert full_page.count("Plotly.newPlot(") == len(FULL_FIGURES)
+    assert "id='extra-note'" in full_page  # extra sections are inserted as given
+
+
+def test_page_is_self_contained(full_page: str) -> None:
+    page = parse(full_page)
+    assert all("src" not in s for s in page.scripts)  # every script is inline
+    assert page.references == []  # no src/href/data pointing anywhere
+    assert full_page.count(get_plotlyjs()) == 1  # plotly.js inlined exactly once
+    assert not re.search(r"<script[^>]+src=", full_page)
+    assert "cdn.plot.ly/plotly" not in full_page.replace(get_plotlyjs(), "")
+
+
+def test_key_metrics_and_verdict_are_shown(full_page: str) -> None:
+    _, sma, _ = runs()
+    m = sma.metrics
+    assert f"{m.sharpe:.4g}" in full_page
+    assert f"{m.total_return:.2%}" in full_page
+    assert f"{m.max_drawdown:.2%}" in full_page
+    assert f">{m.n_trades:,}<" in full_page
+    verdict = report_inputs()["verdict"]
+    passed = [c["passed"] for c in verdict["criteria"]]
+    assert full_page.count('class="pass">PASS') == passed.count(True)
+    assert full_page.count('class="fail">FAIL') == passed.count(False)
+    for c in verdict["criteria"]:
+        assert c["label"] in full_page
+    word = "EFFECTIVE" if verdict["effective"] else "NOT EFFECTIVE"
+    assert f"{word} · score {verdict['score']:.2%}" in full_page
+    assert "Criteria not met" in full_page  # this crossover misses the drawdown target
+    assert "sma_crossover" in full_page and "commission_bps" in full_page  # configuration
+
+
+def test_confidence_section_matches_the_analysis(full_page: str) -> None:
+    bars, _, _ = runs()
+    close = bars["close"]
+    analysis = analyse_confidence(p_up_of(close), next_return=close.shift(-1) / close - 1.0)
+    assert analysis.reliability is not None
+    assert f"ECE {analysis.reliability.ece:.3f}" in full_page
+    for rate in analysis.buckets["hit_rate"]:
+        assert f"{rate:.2%}" in full_page
+
+
+def test_report_without_optional_inputs() -> None:
+    page_text = render_report(**report_inputs(full=False))
+    page = parse(page_text)
+    assert page.figures == BASIC_FIGURES
+    assert "confidence" not in page.sections and "comparison" not in page.sections
+    assert "No validity verdict was computed" in page_text
+    assert "no validity verdict" in page_text  # the header badge
+
+
+def test_a_run_without_trades_still_reports() -> None:
+    bars, _, _ = runs()
+    flat = run_backtest(bars, pd.DataFrame({"position": 0.0}, index=bars.index))
+    page_text = render_report(**basic_inputs(bars, flat))
+    page = parse(page_text)
+    assert page.figures == [f for f in BASIC_FIGURES if f != "trades"]
+    assert "Nothing to draw." in page_text
+    assert "n/a" in page_text  # NaN metrics (win rate, Sharpe) are shown as n/a
+
+
+def test_text_is_escaped() -> None:
+    kwargs = report_inputs()
+    evil = "</script><script>alert(1)</script>"
+    kwargs["title"] = HOSTILE
+    kwargs["comparison_equity"] = {evil: kwargs["equity"]}
+    kwargs["comparison"] = kwargs["comparison"].assign(name=[evil, "<i>hold</i>"])
+    kwargs["config"] = {"note": evil}
+    kwargs["data_range"] = {"symbol": "<b>BTC</b>", "bars": 1}
+    page_text = render_report(**kwargs)
+    page = parse(page_text)
+    assert page.h1 == HOSTILE  # shown as text
+    assert "<title>SMA &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp;" in page_text
+    assert "alert(1)</script>" not in page_text
+    assert "<b>BTC</b>" not in page_text and "&lt;b&gt;BTC&lt;/b&gt;" in page_text
+    assert "<i>hold</i>" not in page_text
+    scripts = [s for s in page.scripts if "src" in s]
+    assert scripts == []
+    assert len(page.figures) == len(FULL_FIGURES)
+
+
+def test_size_is_bounded_for_200k_bars(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    n = 200_000
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.001, n)))  # synthetic: size test only
+    open_ = np.r_[close[0], close[:-1]]
+    spread = np.abs(rng.normal(0.0, 0.0005, n)) * close
+    bars = make_bar_frame(
+        pd.date_range("2020-01-01", periods=n, freq="1min", tz="UTC"),
+        {
+            "open": open_,
+            "high": np.maximum(open_, close) + spread,
+            "low": np.minimum(open_, close) - spread,
+            "close": close,
+            "volume": np.ones(n),
+        },
+        symbol="SYNTH",
+        timeframe="1m",
+    )
+    result = run_backtest(
+        bars, pd.DataFrame({"position": sma_position(bars["close"], 60, 600)}), market="crypto"
+    )
+    inputs = basic_inputs(bars, result) | {
+        "benchmark": result.equity.iloc[0] * bars["close"] / bars["close"].iloc[0]
+    }
+    path = report.write_report(tmp_path / "big" / "report.html", **inputs)
+    size = path.stat().st_size
+    plotly_js = len(get_plotlyjs())
+    # 5 time series + a benchmark, at most 20,000 points each: ~2 MB beside plotly.js
+    assert size < plotly_js + 3_000_000, size
+    text = path.read_text(encoding="utf-8")
+    assert text.count("min-max decimated") == 4  # equity, drawdown, rolling Sharpe, exposure
+    drawn = [int(k.replace(",", "")) for k in re.findall(r"decimated: ([\d,]+) of 200,000", text)]
+    assert len(drawn) == 4 and all(0 < k <= _charts.MAX_POINTS for k in drawn)
+
+
+def test_report_rebuilt_from_json_artefacts_is_identical(full_page: str) -> None:
+    kwargs = report_inputs()
+    for key in ("metrics", "verdict", "config", "data_range"):
+        kwargs[key] = json.loads(json.dumps(kwargs[key]))  # as stored with a run
+    assert render_report(**kwargs) == full_page
+
+
+def test_write_report_writes_the_rendered_page(tmp_path: Path) -> None:
+    kwargs = report_inputs(full=False)
+    path = report.write_report(tmp_path / "a" / "b.html", **kwargs)
+    assert path == tmp_path / "a" / "b.html"
+    assert path.read_text(encoding="utf-8") == render_report(**kwargs)
+
+
+# --- parts --------------------------------------------------------------------------------
+
+
+def test_monthly_table_from_metrics_and_from_returns_agree() -> None:
+    _, sma, _ = runs()
+    expected = sma.metrics.monthly.to_numpy()
+    stored = report._monthly_frame(sma.metrics.to_dict(), sma.returns)
+    computed = report._monthly_frame({}, sma.returns)
+    for frame in (stored, computed):
+        assert list(frame.columns) == list(range(1, 13))
+        assert list(frame.index) == list(sma.metrics.monthly.index)
+        np.testing.assert_allclose(frame.to_numpy(), expected, rtol=1e-9, equal_nan=True)
+    fig = _charts.monthly_heatmap(stored)
+    np.testing.assert_allclose(fig.data[0].z, expected * 100, rtol=1e-9, equal_nan=True)
+
+
+def test_rolling_sharpe_matches_a_direct_computation() -> None:
+    rng = np.random.default_rng(3)
+    idx = pd.date_range("2021-01-01", periods=300, freq="h", tz="UTC")
+    r = pd.Series(rng.normal(0.0005, 0.01, 300), index=idx)
+    r.iloc[100:160] = 0.0  # a flat stretch: Sharpe undefined there
+    got = _charts.rolling_sharpe(r, 50, 8760.0)
+    for t in (49, 99, 200, 299):
+        w = r.iloc[t - 49 : t + 1]
+        assert got.iloc[t] == pytest.approx(w.mean() / w.std(ddof=1) * math.sqrt(8760.0))
+    assert got.iloc[:49].isna().all()
+    assert got.iloc[149:160].isna().all()
+
+
+def test_default_rolling_window_is_a_quarter_year() -> None:
+    assert default_rolling_window(8760.0, 20_000) == 2190  # hourly crypto: ~3 months
+    assert default_rolling_window(252.0, 5_000) == 63
+    assert default_rolling_window(8760.0, 400) == 100  # short run: a quarter of it
+    assert default_rolling_window(8760.0, 3) == 2
+
+
+def test_trade_histogram_counts_every_trade() -> None:
+    _, sma, _ = runs()
+    trades = sma.trades
+    fig = _charts.trade_figure(trades)
+    assert fig is not None
+    wins, losses = fig.data
+    assert sum(wins.y) == int((trades["pnl"] > 0).sum())
+    assert sum(losses.y) == int((trades["pnl"] <= 0).sum())
+    assert f"({len(trades):,} trades)" in fig.layout.title.text
+    assert _charts.trade_figure(trades.iloc[:0]) is None
+
+
+def test_equity_chart_has_a_log_switch_and_epoch_ms_axis() -> None:
+    idx = pd.DatetimeIndex(["2020-01-01", "2020-01-02"], tz="UTC")
+    fig = _charts.equity_figure(pd.Series([1.0, 2.0], index=idx), None)
+    kinds = [b.args[0]["yaxis.type"] for b in fig.layout.updatemenus[0].buttons]
+    assert kinds == ["linear", "log"]
+    assert list(_charts.epoch_ms(idx)) == [1577836800000.0, 1577923200000.0]
+    assert fig.layout.xaxis.type == "date"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(-1e6, 1e6, allow_nan=False) | st.just(math.nan), min_size=1, max_size=3000
+    ),
+    max_points=st.integers(4, 300),
+)
+def test_decimate_keeps_ends_and_extremes(values: list[float], max_points: int) -> None:
+    idx = pd.date_range("2020-01-01", periods=len(values), freq="min", tz="UTC")
+    s = pd.Series(values, index=idx)
+    out = _charts.decimate(s, max_points)
+    assert len(out) <= max(max_points, len(s) if len(s) <= max_points else 0)
+    assert out.index.is_monotonic_increasing and out.index.isin(s.index).all()
+    np.testing.assert_array_equal(out.to_numpy(), s.loc[out.index].to_numpy())
+    assert out.index[0] == s.index[0] and out.index[-1] == s.index[-1]
+    if s.notna().any():
+        assert out.max() == s.max() and out.min() == s.min()
+
+
+def test_decimate_leaves_short_series_alone_and_rejects_tiny_budgets() -> None:
+    s = pd.Series([3.0, 1.0, 2.0], index=pd.date_range("2020", periods=3, freq="D"))
+    assert _charts.decimate(s, 4) is s
+    with pytest.raises(ValueError, match="max_points must be at least 4"):
+        _charts.decimate(s, 3)
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def _shifted(s: pd.Series) -> pd.Series:
+    return s.set_axis(s.index + pd.Timedelta("1min"))
+
+
+BAD_INPUTS: list[tuple[str, Any, str]] = [
+    ("title", lambda k: 42, "title must be a string"),
+    ("equity", lambda k: k["equity"].to_numpy(), "equity must be a pandas Series"),
+    ("equity", lambda k: k["equity"].reset_index(drop=True), "equity needs a DatetimeIndex"),
+    ("equity", lambda k: k["equity"].iloc[:0], "equity is empty"),
+    ("equity", lambda k: k["equity"].where(k["equity"].index != k["equity"].index[5]),
+     "equity: equity is not finite at bar 5"),
+    ("equity", lambda k: k["equity"].astype(str).replace(k["equity"].astype(str).iloc[0], "x"),
+     "equity must hold numbers"),
+    ("exposure", lambda k: k["exposure"].iloc[1:], "exposure is not on the equity's bars"),
+    ("returns", lambda k: _shifted(k["returns"]), "returns is not on the equity's bars"),
+    ("trades", lambda k: k["trades"].drop(columns=["return"]), "trades lack the column"),
+    ("trades", lambda k: [], "trades must be a DataFrame"),
+    ("periods_per_year", lambda k: 0.0, "periods_per_year must be positive"),
+    ("periods_per_year", lambda k: math.nan, "periods_per_year must be positive"),
+    ("periods_per_year", lambda k: "hourly", "periods_per_year must be positive"),
+    ("returns", lambda k: k["returns"].where(k["returns"].index != k["returns"].index[7]),
+     "returns are not finite at bar 7"),
+    ("metrics", lambda k: [1, 2], "metrics must be a mapping"),
+    ("verdict", lambda k: {"score": 0.5}, "verdict needs a 'criteria' list"),
+    ("close", lambda k: None, "p_up needs close"),
+    ("close", lambda k: _shifted(k["close"]), "close is not on p_up's bars"),
+    ("p_up", lambda k: k["p_up"] * 3, "confidence analysis: p_up must lie in"),
+    ("comparison", lambda k: {"a": 1}, "comparison must be a DataFrame"),
+    ("comparison_equity", lambda k: {"a": [1.0]}, r"comparison_equity\['a'\] must be a pandas"),
+    ("extra_sections", lambda k: [("title only",)], r"extra_sections\[0\] must be a"),
+    ("extra_sections", lambda k: [("title", 3)], r"extra_sections\[0\] must be a"),
+    ("rolling_window", lambda k: 1, "rolling_window must be a whole number of bars >= 2"),
+    ("rolling_window", lambda k: 24.5, "rolling_window must be a whole number of bars >= 2"),
+    ("max_points", lambda k: 3, "max_points must be at least 4"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("key", "change", "message"), BAD_INPUTS)
+def test_bad_input_is_rejected_with_the_reason(key: str, change: Any, message: str) -> None:
+    kwargs = report_inputs()
+    kwargs[key] = change(kwargs)
+    with pytest.raises(ReportError, match=message):
+        render_report(**kwargs)
