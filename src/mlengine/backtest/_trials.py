@@ -116,12 +116,13 @@ def trials_summary(
     }
     rows = store.read_table(TRIALS_TABLE, where={k: v for k, v in filters.items() if v is not None})
     latest: dict[tuple[str, ...], tuple[int, float | None]] = {}
-    for row in rows.itertuples(index=False):
-        key = (str(row.strategy), str(row.symbol), str(row.timeframe), str(row.params_hash))
-        sharpe = row.sharpe
+    for row in rows.to_dict("records"):
+        key = tuple(str(row[c]) for c in ("strategy", "symbol", "timeframe", "params_hash"))
+        sharpe = row["sharpe"]
         value = None if sharpe is None or not math.isfinite(float(sharpe)) else float(sharpe)
-        if key not in latest or int(row.trial_id) > latest[key][0]:
-            latest[key] = (int(row.trial_id), value)
+        trial_id = int(row["trial_id"])
+        if key not in latest or trial_id > latest[key][0]:
+            latest[key] = (trial_id, value)
     sharpes = np.array([s for _, s in latest.values() if s is not None], dtype=np.float64)
     variance = float(np.var(sharpes, ddof=1)) if sharpes.size >= 2 else math.nan
     return TrialsSummary(n_trials=len(latest), sharpe_variance=variance)

@@ -1,0 +1,134 @@
+"""Compare strategies on the same data: same walk-forward split, same costs, one table.
+
+``compare({"sma": factory, "hold": factory, ...}, bars, splitter=...)`` runs each factory
+through :func:`mlengine.backtest.walkforward.walk_forward` with the same arguments (the
+mapping's key becomes the run name), so every strategy is scored on the same out-of-sample
+bars. The :class:`Comparison` holds the runs, one table of key metrics with the verdict
+score, the equity curves side by side and each verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+
+from mlengine.backtest.validity import Verdict
+from mlengine.backtest.walkforward import (
+    StrategyFactory,
+    WalkForwardError,
+    WalkForwardRun,
+    walk_forward,
+)
+from mlengine.data.loader import WalkForwardSplit
+
+__all__ = ["TABLE_COLUMNS", "Comparison", "compare"]
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "strategy",
+    "total_return",
+    "annual_return",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "direction_accuracy",
+    "win_rate",
+    "n_trades",
+    "exposure",
+    "turnover",
+    "score",
+    "effective",
+)
+_PERCENT = {"total_return", "annual_return", "max_drawdown", "direction_accuracy", "win_rate",
+            "exposure", "score"}  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class Comparison:
+    """Runs by name; ``table`` (index ``name``, :data:`TABLE_COLUMNS`); ``equity`` (one
+    column per name, on the common OOS bars)."""
+
+    runs: dict[str, WalkForwardRun]
+    table: pd.DataFrame
+    equity: pd.DataFrame
+
+    @property
+    def verdicts(self) -> dict[str, Verdict]:
+        return {name: run.verdict for name, run in self.runs.items()}
+
+    def to_rich(self) -> Table:
+        """The table for the terminal."""
+        table = Table(title="Walk-forward comparison (out-of-sample, after costs)")
+        table.add_column("name")
+        for col in TABLE_COLUMNS:
+            table.add_column(col, justify="left" if col == "strategy" else "right")
+        for name, row in self.table.iterrows():
+            table.add_row(str(name), *(_cell(col, row[col]) for col in TABLE_COLUMNS))
+        return table
+
+    def write_report(self, path: Path, main: str | None = None) -> Path:
+        """One HTML report: ``main``'s run (default the first) plus the comparison table
+        and the equity curves of all."""
+        from mlengine.backtest.runs import to_record, write_run_report
+
+        key = main if main is not None else next(iter(self.runs))
+        if key not in self.runs:
+            raise WalkForwardError(f"no run named {key!r}; runs: {', '.join(self.runs)}")
+        return write_run_report(
+            to_record(self.runs[key]),
+            Path(path),
+            title=f"Comparison on {self.runs[key].symbol} {self.runs[key].timeframe}",
+            comparison=self.table.reset_index(),
+            comparison_equity={name: self.equity[name] for name in self.equity.columns},
+        )
+
+
+def _cell(col: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    x = float(value)
+    if math.isnan(x):
+        return "n/a"
+    return f"{x:.1%}" if col in _PERCENT else f"{x:.3g}"
+
+
+def _row(run: WalkForwardRun) -> dict[str, Any]:
+    m = run.metrics
+    out: dict[str, Any] = {"strategy": run.strategy}
+    for col in TABLE_COLUMNS[1:-2]:
+        out[col] = getattr(m, col)
+    out["score"] = run.verdict.score
+    out["effective"] = run.verdict.effective
+    return out
+
+
+def compare(
+    strategies: Mapping[str, StrategyFactory],
+    bars: pd.DataFrame,
+    *,
+    splitter: WalkForwardSplit,
+    **options: Any,
+) -> Comparison:
+    """Walk-forward every factory on ``bars`` with ``splitter`` and ``options`` (keyword
+    arguments of :func:`walk_forward`, e.g. ``horizon``, ``costs``, ``store``, ``seed``)."""
+    if not isinstance(strategies, Mapping) or not strategies:
+        raise WalkForwardError("compare needs a non-empty mapping of names to factories")
+    if "run_name" in options:
+        raise WalkForwardError("compare names each run by its key: do not pass run_name")
+    runs: dict[str, WalkForwardRun] = {}
+    for name, factory in strategies.items():
+        if not isinstance(name, str) or not name.strip():
+            raise WalkForwardError(f"strategy names must be non-empty text, got {name!r}")
+        runs[name] = walk_forward(factory, bars, splitter=splitter, run_name=name, **options)
+    table = pd.DataFrame([_row(r) for r in runs.values()], index=pd.Index(list(runs), name="name"))
+    equity = pd.DataFrame({name: r.result.equity for name, r in runs.items()})
+    return Comparison(runs=runs, table=table, equity=equity)

@@ -1,0 +1,151 @@
+"""The strategy contract: what every signal source offers to the walk-forward runner, the
+metamodel, the CLI and the service.
+
+A strategy follows the scikit-learn habits: ``__init__`` only stores its arguments
+(hyper-parameters in ``params``, a frozen dataclass or pydantic model); ``fit`` learns from
+the bars it is given and nothing else (what it learns ends in ``_``); ``predict_proba``
+before ``fit`` raises :class:`NotFittedError`.
+
+``predict_proba(bars)`` returns one row per bar of ``bars`` (same index): ``p_up``, the
+probability that the forward return over the strategy's label horizon is positive (NaN:
+no prediction at that bar), plus strategy-specific diagnostics. The value at bar ``t`` may
+use bars ``<= t`` only (the truncation property: predicting on ``bars[:k]`` gives the same
+rows as predicting on the full series, up to ``k``). The walk-forward runner relies on it
+when it hands a fold's model the history before the test window.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from mlengine.data.schema import MLEngineError
+
+__all__ = [
+    "Context",
+    "NotFittedError",
+    "PredictionError",
+    "Strategy",
+    "StrategyError",
+    "check_predictions",
+    "strategy_params",
+]
+
+
+class StrategyError(MLEngineError, ValueError):
+    """Invalid strategy parameters, artefacts or objects."""
+
+
+class NotFittedError(StrategyError):
+    """``predict_proba`` (or ``save``) called before ``fit``."""
+
+
+class PredictionError(StrategyError):
+    """A ``predict_proba`` result that breaks the contract (index, ``p_up`` range)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a strategy may need beyond its own bars.
+
+    ``higher_timeframes`` maps a timeframe name (``"4h"``, ``"1d"``) to a bar frame of the
+    same asset; a higher-timeframe bar is known only at its close, and aligning it so is the
+    strategy's job. ``asset`` holds metadata (symbol, market, tick size, ...). Both are
+    read-only views.
+    """
+
+    higher_timeframes: Mapping[str, pd.DataFrame] = field(default_factory=dict)
+    asset: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "higher_timeframes", MappingProxyType(dict(self.higher_timeframes))
+        )
+        object.__setattr__(self, "asset", MappingProxyType(dict(self.asset)))
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """The contract (see the module docstring). ``isinstance`` checks only the names."""
+
+    name: str
+
+    def fit(self, bars: pd.DataFrame, *, context: Context | None = None) -> Strategy: ...
+
+    def predict_proba(
+        self, bars: pd.DataFrame, *, context: Context | None = None
+    ) -> pd.DataFrame: ...
+
+    def save(self, path: Path) -> None: ...
+
+    @classmethod
+    def load(cls, path: Path) -> Strategy: ...
+
+
+def strategy_params(strategy: object) -> dict[str, Any]:
+    """The hyper-parameters of ``strategy`` (its ``params``) as a JSON-safe dict.
+
+    ``params`` may be a dataclass, a pydantic model or a mapping; none gives ``{}``.
+    """
+    params = getattr(strategy, "params", None)
+    who = getattr(strategy, "name", type(strategy).__name__)
+    if params is None:
+        out: dict[str, Any] = {}
+    elif dataclasses.is_dataclass(params) and not isinstance(params, type):
+        out = dataclasses.asdict(params)
+    elif isinstance(params, BaseModel):
+        out = params.model_dump(mode="json")
+    elif isinstance(params, Mapping):
+        out = dict(params)
+    else:
+        raise StrategyError(
+            f"strategy {who!r}: params must be a dataclass, a pydantic model or a mapping, "
+            f"got {type(params).__name__}"
+        )
+    try:
+        json.dumps(out, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise StrategyError(f"strategy {who!r}: params are not JSON-serialisable: {err}") from None
+    return out
+
+
+def check_predictions(predictions: object, bars: pd.DataFrame, *, who: str) -> pd.DataFrame:
+    """Return ``predictions`` if it keeps the contract for ``bars``, else raise
+    :class:`PredictionError` naming ``who``, the bar and the column."""
+    if not isinstance(predictions, pd.DataFrame):
+        raise PredictionError(
+            f"{who}: predict_proba must return a DataFrame, got {type(predictions).__name__}"
+        )
+    index = predictions.index
+    if len(index) != len(bars):
+        raise PredictionError(f"{who}: {len(index)} prediction rows for {len(bars)} bars")
+    if not index.equals(bars.index):
+        i = int(np.flatnonzero(np.asarray(index != bars.index))[0])
+        raise PredictionError(
+            f"{who}: prediction index differs from the bars at row {i}: "
+            f"{index[i]} vs bar {bars.index[i]}"
+        )
+    if "p_up" not in predictions.columns:
+        raise PredictionError(
+            f"{who}: no 'p_up' column in the predictions (columns {list(predictions.columns)})"
+        )
+    try:
+        p = predictions["p_up"].to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        raise PredictionError(f"{who}: column 'p_up' is not numeric") from None
+    bad = np.flatnonzero(~np.isnan(p) & ~((p >= 0.0) & (p <= 1.0)))
+    if bad.size:
+        i = int(bad[0])
+        raise PredictionError(
+            f"{who}: column 'p_up' = {p[i]} outside [0, 1] at bar {index[i]} ({bad.size} such rows)"
+        )
+    return predictions
