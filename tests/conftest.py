@@ -18,6 +18,18 @@ MYSQL_PORT = int(os.environ.get("MLENGINE_TEST_MYSQL_PORT", "3306"))
 MYSQL_USER = os.environ.get("MLENGINE_TEST_MYSQL_USER", "root")
 
 
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test gets its own data directory; nothing is written under the project."""
+    from mlengine.config import get_settings
+
+    monkeypatch.setenv("MLENGINE_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    monkeypatch.delenv("MLENGINE_DB_URL", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 def _unavailable(what: str, err: Exception) -> None:
     message = f"{what} is not reachable: {err}"
     if os.environ.get("MLENGINE_REQUIRE_SERVICES") == "1":

@@ -91,3 +91,39 @@ def test_demo_imports_all_bundled_sets(tmp_path: Path) -> None:
     assert (tmp_path / "mlengine.duckdb").exists()
     for name in datasets.names():
         assert name in out
+
+
+def test_backtest_compares_baselines_and_report_rebuilds(tmp_path: Path) -> None:
+    from mlengine.backtest.runs import load_run
+
+    db = f"duckdb:///{(tmp_path / 'store.duckdb').as_posix()}"
+    out = tmp_path / "compare.html"
+    code, stdout, err = _run(
+        "backtest", "--dataset", "eurusd_1h", "--strategy", "sma_10_50", "--strategy",
+        "buy_and_hold", "--out", str(out), "--db", db,
+    )  # fmt: skip
+    assert code == 0, stdout + err
+    assert out.exists() and "<html" in out.read_text()[:200].lower()
+    assert "sma_10_50" in stdout and "buy_and_hold" in stdout
+    run_ids = [line.split()[-1] for line in stdout.splitlines() if " run " in line]
+    assert len(run_ids) == 2
+    rebuilt = tmp_path / "rebuilt.html"
+    code, stdout, err = _run("report", run_ids[0], "--out", str(rebuilt))
+    assert code == 0, stdout + err
+    assert rebuilt.stat().st_size > 100_000
+    assert load_run(run_ids[0]).run_id == run_ids[0]
+
+
+def test_backtest_rejects_unknown_strategy_and_negative_costs(duckdb_url: str) -> None:
+    code, _, err = _run("backtest", "--dataset", "eurusd_1h", "--strategy", "magic")
+    assert code == 2
+    assert "unknown strategies ['magic']" in err
+    code, _, err = _run("backtest", "--dataset", "eurusd_1h", "--commission-bps", "-1")
+    assert code == 2
+    assert "commission" in err
+
+
+def test_report_of_unknown_run_is_a_clear_error() -> None:
+    code, _, err = _run("report", "no-such-run")
+    assert code == 2
+    assert "no-such-run" in err

@@ -219,30 +219,180 @@ def _parse_mapping(items: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _bars_for(
+    dataset: str | None, symbol: str | None, timeframe: str | None, db: str | None
+) -> Any:
+    """Bars from a bundled dataset, or a stored series."""
+    from mlengine import datasets
+
+    if dataset:
+        return datasets.load(dataset)
+    if symbol and timeframe:
+        with _store(db) as store:
+            return store.read_bars(symbol, timeframe)
+    raise typer.BadParameter("give --dataset NAME, or --symbol and --timeframe of stored bars")
+
+
+def _baselines(fast: int, slow: int, lookback: int) -> dict[str, Any]:
+    from mlengine.backtest.baselines import (
+        BuyAndHoldBaseline,
+        SMACrossover,
+        TimeSeriesMomentum,
+    )
+
+    return {
+        f"sma_{fast}_{slow}": lambda: SMACrossover(fast=fast, slow=slow),
+        f"tsmom_{lookback}": lambda: TimeSeriesMomentum(lookback=lookback),
+        "buy_and_hold": BuyAndHoldBaseline,
+    }
+
+
+def _compare_baselines(
+    bars: Any,
+    *,
+    strategies: list[str] | None,
+    test_size: str,
+    min_train: int,
+    costs: Any,
+    store: Any,
+    runs_dir: Path | None = None,
+    fast: int = 10,
+    slow: int = 50,
+    lookback: int = 24,
+) -> Any:
+    from mlengine.backtest.compare import compare
+    from mlengine.data.loader import WalkForwardSplit
+
+    factories = _baselines(fast, slow, lookback)
+    chosen = strategies or list(factories)
+    unknown = [name for name in chosen if name not in factories]
+    if unknown:
+        raise typer.BadParameter(f"unknown strategies {unknown}: choose from {list(factories)}")
+    splitter = WalkForwardSplit(test_size=test_size, min_train_size=min_train)
+    return compare(
+        {name: factories[name] for name in chosen},
+        bars,
+        splitter=splitter,
+        costs=costs,
+        store=store,
+        save=runs_dir if runs_dir is not None else True,
+    )
+
+
+@app.command()
+def backtest(
+    dataset: Annotated[str | None, typer.Option(help="Bundled dataset, e.g. eurusd_1h.")] = None,
+    symbol: Annotated[str | None, typer.Option(help="Stored symbol.")] = None,
+    timeframe: Annotated[str | None, typer.Option(help="Timeframe of the stored series.")] = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(help="Baselines to compare (default all): sma_F_S, tsmom_L, buy_and_hold."),
+    ] = None,
+    fast: Annotated[int, typer.Option(help="SMA crossover fast window.")] = 10,
+    slow: Annotated[int, typer.Option(help="SMA crossover slow window.")] = 50,
+    lookback: Annotated[int, typer.Option(help="Time-series momentum lookback (bars).")] = 24,
+    test_size: Annotated[str, typer.Option(help="Walk-forward test window, e.g. 30D.")] = "30D",
+    min_train: Annotated[int, typer.Option(help="Minimum training bars.")] = 720,
+    commission_bps: Annotated[float, typer.Option(help="Commission, bps of notional.")] = 2.0,
+    spread_bps: Annotated[float, typer.Option(help="Spread, bps (half paid each side).")] = 2.0,
+    slippage_bps: Annotated[float, typer.Option(help="Slippage, bps.")] = 1.0,
+    out: Annotated[Path | None, typer.Option(help="Comparison report (HTML) path.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Walk-forward backtest of the rule baselines, compared, with validity verdicts."""
+    from mlengine.backtest.costs import CostModel
+
+    with _errors():
+        costs = CostModel(
+            commission_bps=commission_bps, spread_bps=spread_bps, slippage_bps=slippage_bps
+        ).check()
+        bars = _bars_for(dataset, symbol, timeframe, db)
+        with _store(db) as store:
+            result = _compare_baselines(
+                bars,
+                strategies=strategy,
+                test_size=test_size,
+                min_train=min_train,
+                costs=costs,
+                store=store,
+                fast=fast,
+                slow=slow,
+                lookback=lookback,
+            )
+        console.print(result.to_rich())
+        for name, run in result.runs.items():
+            console.print(f"[bold]{name}[/] run {run.run_id}")
+            console.print(run.verdict.to_rich())
+        path = (
+            out or _reports_dir() / f"compare_{bars.attrs['symbol']}_{bars.attrs['timeframe']}.html"
+        )
+        result.write_report(path)
+    console.print(f"report: {path}")
+
+
+def _reports_dir() -> Path:
+    from mlengine.config import get_settings
+
+    return get_settings().data_dir / "reports"
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="Run id (or run directory).")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the HTML report.")] = None,
+) -> None:
+    """(Re)build the HTML report of a stored run from its run directory."""
+    from mlengine.backtest.runs import load_run, write_run_report
+
+    with _errors():
+        record = load_run(run_id)
+        path = write_run_report(record, out)
+    console.print(f"report: {path}")
+
+
 @app.command()
 def demo(
     data_dir: Annotated[
         Path | None, typer.Option(help="Where the embedded store lives (default: ./data).")
     ] = None,
 ) -> None:
-    """Import the bundled real samples into the embedded store and print their quality."""
+    """Bundled real data → embedded store → quality reports → walk-forward baselines → HTML."""
     from mlengine import datasets
-    from mlengine.config import Settings
+    from mlengine.backtest.costs import CostModel
+    from mlengine.config import Settings, get_settings
     from mlengine.data.store import open_store
     from mlengine.data.validate import validate
 
-    settings = Settings(data_dir=data_dir) if data_dir else Settings()
+    settings = Settings(data_dir=data_dir) if data_dir else get_settings()
     url = f"duckdb:///{(settings.data_dir / 'mlengine.duckdb').as_posix()}"
+    reports: list[Path] = []
     with _errors(), open_store(url) as store:
         for name in datasets.names():
             info = datasets.info(name)
             console.rule(f"[bold]{name}[/]: {info.symbol} {info.timeframe} ({info.market})")
-            report = validate(datasets.load_raw(name), policy="repair", market=info.market)
-            console.print(report.to_rich())
-            assert report.bars is not None
-            written = store.write_bars(report.bars)
+            quality = validate(datasets.load_raw(name), policy="repair", market=info.market)
+            console.print(quality.to_rich())
+            assert quality.bars is not None
+            written = store.write_bars(quality.bars)
             console.print(f"[green]stored[/] {written:,} bars")
         console.rule("[bold]store")
-        series = store.list_series()
-    console.print(f"store: {url}")
-    console.print(series.to_string(index=False))
+        console.print(store.list_series().to_string(index=False))
+        costs = CostModel(commission_bps=2.0, spread_bps=2.0, slippage_bps=1.0)
+        for symbol in ("EURUSD", "BTCUSD"):
+            bars = store.read_bars(symbol, "1h")
+            console.rule(f"[bold]walk-forward baselines: {symbol} 1h")
+            result = _compare_baselines(
+                bars,
+                strategies=None,
+                test_size="30D",
+                min_train=720,
+                costs=costs,
+                store=store,
+                runs_dir=settings.data_dir / "runs",
+            )
+            console.print(result.to_rich())
+            path = settings.data_dir / "reports" / f"demo_{symbol}_1h.html"
+            reports.append(result.write_report(path))
+    console.rule("[bold]reports")
+    for path in reports:
+        console.print(f"report: {path}")

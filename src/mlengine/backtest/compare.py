@@ -48,6 +48,12 @@ _PERCENT = {"total_return", "annual_return", "max_drawdown", "direction_accuracy
             "exposure", "score"}  # fmt: skip
 
 
+_TERMINAL = ("total_return", "annual_return", "sharpe", "max_drawdown", "direction_accuracy",
+             "n_trades", "score", "effective")  # fmt: skip
+_SHORT = {"total_return": "return", "annual_return": "CAGR", "max_drawdown": "max DD",
+          "direction_accuracy": "dir. acc.", "n_trades": "trades", "effective": "ok"}  # fmt: skip
+
+
 @dataclass(frozen=True, eq=False)
 class Comparison:
     """Runs by name; ``table`` (index ``name``, :data:`TABLE_COLUMNS`); ``equity`` (one
@@ -62,13 +68,13 @@ class Comparison:
         return {name: run.verdict for name, run in self.runs.items()}
 
     def to_rich(self) -> Table:
-        """The table for the terminal."""
+        """The key columns for an 80-column terminal (the HTML report has them all)."""
         table = Table(title="Walk-forward comparison (out-of-sample, after costs)")
-        table.add_column("name")
-        for col in TABLE_COLUMNS:
-            table.add_column(col, justify="left" if col == "strategy" else "right")
+        table.add_column("name", no_wrap=True)
+        for col in _TERMINAL:
+            table.add_column(_SHORT.get(col, col), justify="right")
         for name, row in self.table.iterrows():
-            table.add_row(str(name), *(_cell(col, row[col]) for col in TABLE_COLUMNS))
+            table.add_row(str(name), *(_cell(col, row[col]) for col in _TERMINAL))
         return table
 
     def write_report(self, path: Path, main: str | None = None) -> Path:
