@@ -27,6 +27,8 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_store.py
+	$(PY) benchmarks/bench_resample.py
+	$(PY) benchmarks/bench_engine.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
