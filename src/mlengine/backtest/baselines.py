@@ -23,6 +23,7 @@ the position exactly. ``fit`` learns nothing; it records the last training bar o
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -33,6 +34,7 @@ import pandas as pd
 from mlengine.backtest.sizing import volatility_target
 from mlengine.data.schema import check_bar_frame
 from mlengine.strategies.base import Context, NotFittedError, StrategyError
+from mlengine.strategies.registry import register
 
 __all__ = [
     "BuyAndHoldBaseline",
@@ -87,7 +89,7 @@ class TimeSeriesMomentumParams:
             raise StrategyError(f"vol_target must be positive or None, got {vt!r}")
 
 
-class _RuleBaseline:
+class _RuleBaseline(ABC):
     """Shared contract plumbing; subclasses define ``name``, ``params`` and ``_rule``."""
 
     name: str
@@ -111,9 +113,9 @@ class _RuleBaseline:
 
     # -- the rule -----------------------------------------------------------------------
 
+    @abstractmethod
     def _rule(self, bars: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Position per bar and diagnostics columns, from bars ``<= t``."""
-        raise NotImplementedError
 
     def signals(self, bars: pd.DataFrame) -> pd.DataFrame:
         """Target positions (column ``position``) on ``bars``' index; no fit needed."""
@@ -179,6 +181,7 @@ class _RuleBaseline:
         return out
 
 
+@register
 class BuyAndHoldBaseline(_RuleBaseline):
     """Long at every bar."""
 
@@ -190,6 +193,7 @@ class BuyAndHoldBaseline(_RuleBaseline):
         return np.ones(len(bars)), {}
 
 
+@register
 class SMACrossover(_RuleBaseline):
     """Sign of ``SMA(fast) - SMA(slow)`` of the close."""
 
@@ -209,6 +213,7 @@ class SMACrossover(_RuleBaseline):
         return position, {"sma_fast": fast, "sma_slow": slow}
 
 
+@register
 class TimeSeriesMomentum(_RuleBaseline):
     """Sign of the past ``lookback``-bar return, optionally volatility-scaled."""
 
