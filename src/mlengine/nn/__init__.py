@@ -1,0 +1,72 @@
+"""Neural building blocks: positional encodings, price-focused attention, window encoders,
+attention extraction."""
+
+from mlengine.nn.attention import (
+    AttentionPooling,
+    PairMLP,
+    PriceFocusedAttention,
+    causal_mask,
+    price_pair_features,
+)
+from mlengine.nn.encoders import (
+    ENCODERS,
+    EncoderConfig,
+    EncoderConfigError,
+    TransformerConfig,
+    TransformerEncoder,
+    WindowEncoder,
+    build_encoder,
+    register_encoder,
+)
+from mlengine.nn.encodings import (
+    CalendarCodes,
+    LearnableEncoding,
+    ModelInputError,
+    SinusoidalEncoding,
+    TimeEncoding,
+    TimeInput,
+    calendar_codes,
+    window_timestamps,
+)
+from mlengine.nn.extraction import (
+    AttentionCapture,
+    AttentionMaps,
+    ExtractionError,
+    attention_rollout,
+    capture_attention,
+    extract_attention,
+    feature_importance,
+    heatmap_frame,
+)
+
+__all__ = [
+    "ENCODERS",
+    "AttentionCapture",
+    "AttentionMaps",
+    "AttentionPooling",
+    "CalendarCodes",
+    "EncoderConfig",
+    "EncoderConfigError",
+    "ExtractionError",
+    "LearnableEncoding",
+    "ModelInputError",
+    "PairMLP",
+    "PriceFocusedAttention",
+    "SinusoidalEncoding",
+    "TimeEncoding",
+    "TimeInput",
+    "TransformerConfig",
+    "TransformerEncoder",
+    "WindowEncoder",
+    "attention_rollout",
+    "build_encoder",
+    "calendar_codes",
+    "capture_attention",
+    "causal_mask",
+    "extract_attention",
+    "feature_importance",
+    "heatmap_frame",
+    "price_pair_features",
+    "register_encoder",
+    "window_timestamps",
+]
