@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_resample.py
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_features.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
