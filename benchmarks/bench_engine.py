@@ -3,9 +3,9 @@
 Run: ``.venv/bin/python benchmarks/bench_engine.py``. Prints a Rich table of seconds and
 ratios (ours / peer) and writes ``benchmarks/results/engine.json``.
 
-Each contestant runs several times warm (numba compiled for both; see :func:`race`); the table
-shows medians (as the issue's reference figures) and the ratio of the best runs too; the JSON
-has both.
+Each contestant runs several times warm (numba compiled for both), the contestants taking
+turns (see :func:`race`); the table shows medians (as the issue's reference figures) and the
+ratio of the best runs too; the JSON has both, and the engine and the metrics timed alone.
 
 1. SMA(10/50) long/short, 0.1% commission, 1,000,000 random-walk bars, signals given: our
    ledger + equity + metrics vs vectorbt ``Portfolio.from_signals`` + total return + Sharpe
@@ -23,6 +23,7 @@ has both.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import os
@@ -48,7 +49,7 @@ from mlengine.data.schema import make_bar_frame
 
 N_BIG = 1_000_000
 N_BT = 100_000
-REPEAT = 7
+ROUNDS, RUNS = 4, 3  # timed runs of each contestant: ROUNDS * RUNS
 COMMISSION = 0.001
 TZ_CAP_S = 60.0
 # The SMA strategy pays ~55 log-units of commission over its ~27,600 round trips on a random
@@ -101,22 +102,38 @@ def sma_intents(bars: pd.DataFrame, pos: pd.Series) -> pd.DataFrame:
 
 
 def race(
-    repeat: int = REPEAT, **fns: Callable[[], Any]
+    rounds: int = ROUNDS, runs: int = RUNS, **fns: Callable[[], Any]
 ) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
-    """Best and median seconds of each function, and its last result: two rounds in which
-    each runs a warm-up (numba compilation, caches) then ``repeat // 2 + 1`` times in a row.
-    Consecutive runs reuse the memory the previous run freed; on this virtual machine memory
-    just handed back by another library is slow to touch again, so interleaving single runs
-    would charge each contestant for the other's allocations."""
+    """Best and median seconds of each function over ``rounds * runs`` timed runs, and its
+    last result.
+
+    The contestants take turns, in reverse order every other round, so that slow phases of
+    the machine fall on all of them alike. A turn is one untimed run (numba compilation and
+    caches at first; later it absorbs the cost of touching memory the other contestant has
+    just handed back, which is slow on this virtual machine) and then ``runs`` timed runs in
+    a row, each reusing the memory its predecessor freed. As in :mod:`timeit`, the garbage
+    collector runs before each timed run and is off during it: a collection triggered inside
+    a run walks every live object, the other contestants' results included, and made
+    vectorbt's times swing between 0.08 and 0.2 s.
+    """
     out: dict[str, Any] = {}
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(2):
-        for name, fn in fns.items():
+    order = list(fns)
+    for turn in range(rounds):
+        for name in order if turn % 2 == 0 else order[::-1]:
+            fn = fns[name]
+            out[name] = None  # free the previous result before the untimed run
             out[name] = fn()
-            for _ in range(repeat // 2 + 1):
-                start = time.perf_counter()
-                out[name] = fn()
-                times[name].append(time.perf_counter() - start)
+            for _ in range(runs):
+                out[name] = None
+                gc.collect()
+                gc.disable()
+                try:
+                    start = time.perf_counter()
+                    out[name] = fn()
+                    times[name].append(time.perf_counter() - start)
+                finally:
+                    gc.enable()
     best = {name: min(t) for name, t in times.items()}
     return best, {name: statistics.median(t) for name, t in times.items()}, out
 
@@ -168,6 +185,19 @@ def ours(bars: pd.DataFrame, signals: pd.DataFrame, **kwargs: Any) -> Any:
     r = result.returns.to_numpy()
     sharpe = r.mean() / r.std(ddof=1) * np.sqrt(result.periods_per_year)
     return result, (result.equity.iloc[-1] / result.equity.iloc[0] - 1, sharpe)
+
+
+def alone(result: Any) -> dict[str, float]:
+    """Seconds of ``compute_metrics`` alone on a finished result (not cached: computed anew)."""
+    if not HAS_METRICS:
+        return {}
+    from mlengine.backtest.metrics import compute_metrics
+
+    best, med, _ = race(metrics=lambda: compute_metrics(result))
+    return {
+        "ours_metrics_only_best_s": best["metrics"],
+        "ours_metrics_only_median_s": med["metrics"],
+    }
 
 
 def vbt_runner(bars: pd.DataFrame, pos: pd.Series, naive: bool, **stops: float) -> Callable:
@@ -260,9 +290,11 @@ bars = pd.DataFrame({"open": close, "high": close + 0.1, "low": close - 0.1,
 bars.attrs.update(symbol="X", timeframe="1h", market="crypto")
 sig = pd.DataFrame({"position": np.sign(np.sin(np.arange(1000) / 20))}, index=idx)
 t2 = time.perf_counter()
-run_backtest(bars, sig, costs=CostModel(commission_bps=10))
+result = run_backtest(bars, sig, costs=CostModel(commission_bps=10))
 t3 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "first_call_s": t3 - t2}))
+result.metrics
+t4 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "first_call_s": t3 - t2, "metrics_first_call_s": t4 - t3}))
 """
 
 MEMORY = f"""
@@ -313,7 +345,7 @@ def main() -> None:
 
     # 1. plain SMA vs vectorbt
     best, med, res = race(ours=lambda: ours(bars, target), vbt=vbt_runner(bars, pos, naive=True))
-    engine_only, _, _ = race(
+    engine_only, engine_med, _ = race(
         engine=lambda: run_backtest(bars, target, costs=COSTS, capital=CAPITAL)
     )
     ours_eq = res["ours"][0].equity.to_numpy()[:-1]  # the last bar: our final close
@@ -322,6 +354,8 @@ def main() -> None:
     report["sma_1m"] = {
         **pair("ours", "vectorbt", best["ours"], best["vbt"], med["ours"], med["vbt"]),
         "ours_engine_only_best_s": engine_only["engine"],
+        "ours_engine_only_median_s": engine_med["engine"],
+        **alone(res["ours"][0]),
         "goal": "ratio <= 0.5",
         "trades_ours": len(res["ours"][0].trades),
         "trades_vectorbt": int(res["vbt"][0].trades.count()),
@@ -342,12 +376,14 @@ def main() -> None:
     same = len(closed) == len(stats._trades) and bool(
         (closed["entry_time"].dt.tz_localize(None).to_numpy() == stats._trades["EntryTime"]).all()
     )
-    engine_only, _, _ = race(
+    engine_only, engine_med, _ = race(
         engine=lambda: run_backtest(small, small_sig, costs=COSTS, capital=1e9)
     )
     report["backtesting_py_100k"] = {
         **pair("ours", "backtesting_py", best["ours"], best["bt"], med["ours"], med["bt"]),
         "ours_engine_only_best_s": engine_only["engine"],
+        "ours_engine_only_median_s": engine_med["engine"],
+        **alone(res["ours"][0]),
         "speedup_best": best["bt"] / best["ours"],
         "speedup_median": med["bt"] / med["ours"],
         "goal": "speedup >= 100",
@@ -387,7 +423,7 @@ def main() -> None:
         aware=lambda: ours(bars, target), naive=lambda: ours(naive_bars, naive_target)
     )
     probe_n = 20_000
-    probe, _, _ = race(1, probe=vbt_runner(bars.iloc[:probe_n], pos.iloc[:probe_n], False))
+    probe, _, _ = race(1, 1, probe=vbt_runner(bars.iloc[:probe_n], pos.iloc[:probe_n], False))
     projected = probe["probe"] * N_BIG / probe_n
     tz_entry: dict[str, Any] = {
         **pair(
@@ -432,8 +468,10 @@ def main() -> None:
     console.print(table)
     console.print(
         f"cold start with an empty numba cache: {empty['import_s'] + empty['first_call_s']:.2f} s"
+        f"; first metrics after the first call: {warm['metrics_first_call_s']:.2f} s warm cache, "
+        f"{empty['metrics_first_call_s']:.2f} s empty cache"
         f"; vectorbt with SL/TP vs plain: {vbt_stops_ratio:.2f}x (median); "
-        f"{2 * (REPEAT // 2 + 1)} warm runs each; 'same' = same trades"
+        f"{ROUNDS * RUNS} timed warm runs each, taking turns, GC off; 'same' = same trades"
     )
     out = ROOT / "results"
     out.mkdir(exist_ok=True)

@@ -160,10 +160,12 @@ class BacktestResult:
     @property
     def returns(self) -> pd.Series:
         eq = self.equity.to_numpy()
-        r = np.zeros(eq.size)
+        r = np.empty(eq.size)  # one array, no temporaries
+        r[:1] = 0.0
         with np.errstate(divide="ignore", invalid="ignore"):
-            r[1:] = eq[1:] / eq[:-1] - 1.0
-        return pd.Series(r, index=self.equity.index, name="returns")
+            np.divide(eq[1:], eq[:-1], out=r[1:])
+        r[1:] -= 1.0
+        return pd.Series(r, index=self.equity.index, name="returns", copy=False)
 
     @cached_property
     def metrics(self) -> Metrics:

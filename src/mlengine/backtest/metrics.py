@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-import numba
 import numpy as np
 import pandas as pd
 
+from mlengine.backtest import _metrics_core as core
 from mlengine.data.schema import MLEngineError
 
 __all__ = [
@@ -63,9 +63,6 @@ __all__ = [
 ]
 
 TRADE_COLUMNS: tuple[str, ...] = ("pnl", "return")
-# Wealth within this relative distance of its peak counts as at the peak (round-off in the
-# equity must not decide where a drawdown starts or whether it recovered).
-_PEAK_RTOL = 1e-12
 _YEARLY_COLUMNS = ["return", "volatility", "sharpe", "max_drawdown", "n_bars"]
 
 
@@ -152,20 +149,39 @@ def _json_value(value: object) -> object:
 # --- input checks ---------------------------------------------------------------------------
 
 
+class _Source(NamedTuple):
+    """Where the compiled scans read the returns and wealth from (see
+    :mod:`mlengine.backtest._metrics_core`): an equity curve (``r`` empty, ``scale`` its
+    first value) or returns (``r``) with the wealth they compound to (``scale`` 1)."""
+
+    eq: np.ndarray
+    r: np.ndarray
+    scale: float
+    ruin: int
+
+
+def _readonly(values: np.ndarray) -> np.ndarray:
+    """A read-only view: one compiled variant of each scan serves every caller."""
+    view = values.view()
+    view.flags.writeable = False
+    return view
+
+
+_NO_RETURNS = _readonly(np.empty(0))
+
+
 def _check_index(index: pd.Index, what: str) -> pd.DatetimeIndex:
     if not isinstance(index, pd.DatetimeIndex):
         raise MetricsError(f"{what} needs a DatetimeIndex, got {type(index).__name__}")
-    ns = index.asi8
-    if ns.size > 1 and not bool(np.all(ns[1:] > ns[:-1])):
-        bad = int(np.flatnonzero(ns[1:] <= ns[:-1])[0]) + 1
+    bad = core.first_unsorted(_readonly(index.asi8))
+    if bad >= 0:
         raise MetricsError(f"{what} index is not strictly increasing at bar {bad} ({index[bad]})")
     return index
 
 
-def _first_bad(values: np.ndarray, bad: np.ndarray, index: pd.Index, what: str) -> None:
-    if bad.any():
-        pos = int(np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))[0])
-        raise MetricsError(f"{what} is not finite at bar {pos} ({index[pos]})")
+def _raise_bad(bad: int, index: pd.Index, what: str) -> None:
+    if bad >= 0:
+        raise MetricsError(f"{what} is not finite at bar {bad} ({index[bad]})")
 
 
 def _check_ppy(periods_per_year: float) -> float:
@@ -175,41 +191,43 @@ def _check_ppy(periods_per_year: float) -> float:
     return ppy
 
 
-def _equity_arrays(equity: pd.Series) -> tuple[np.ndarray, np.ndarray, pd.DatetimeIndex]:
-    """Per-bar returns, wealth (equity / equity_0, zero from ruin on) and index of an equity."""
+def _equity_source(equity: pd.Series) -> tuple[_Source, pd.DatetimeIndex]:
+    """The checked equity curve as a source, and its index (nothing is copied)."""
     index = _check_index(equity.index, "equity")
-    eq = np.asarray(equity.to_numpy(dtype=np.float64, na_value=np.nan))
+    eq = _readonly(np.asarray(equity.to_numpy(dtype=np.float64, na_value=np.nan)))
     if eq.size == 0:
         raise MetricsError("equity is empty: no bars to compute metrics on")
-    _first_bad(eq, ~np.isfinite(eq), index, "equity")
+    bad, ruin = core.equity_check(eq)
+    _raise_bad(bad, index, "equity")
     if eq[0] <= 0:
         raise MetricsError(f"equity must start positive, got {eq[0]} at bar 0 ({index[0]})")
-    wealth = eq / eq[0]
-    r = np.empty(eq.size)
-    r[0] = 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(eq[1:], eq[:-1], out=r[1:])
-    r[1:] -= 1.0
-    if eq.min() <= 0:  # the account is gone: -100% on the ruin bar, nothing to gain or lose after
-        ruin = int(np.flatnonzero(eq <= 0)[0])
-        r[ruin], r[ruin + 1 :], wealth[ruin:] = -1.0, 0.0, 0.0
-    return r, wealth, index
+    return _Source(eq, _NO_RETURNS, float(eq[0]), ruin), index
 
 
 def returns_from_equity(equity: pd.Series) -> pd.Series:
     """Per-bar returns of an equity curve, the first bar 0 (raises on NaN or ``equity_0 <= 0``)."""
-    r, _, index = _equity_arrays(equity)
+    src, index = _equity_source(equity)
+    r = np.empty(src.eq.size)
+    core.fill_returns(src.eq, src.r, src.ruin, 0, r.size, r)
     return pd.Series(r, index=index, name="returns")
 
 
-def _returns_arrays(returns: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+def _returns_source(returns: pd.Series) -> _Source:
     """Checked per-bar returns (ruin applied) and the wealth they compound to."""
     r = np.array(returns.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
-    _first_bad(r, ~np.isfinite(r), returns.index, "returns")
+    finite = np.isfinite(r)
+    if not finite.all():
+        _raise_bad(int(np.argmin(finite)), returns.index, "returns")
     if r.size and r.min() <= -1.0:
         ruin = int(np.flatnonzero(r <= -1.0)[0])
         r[ruin], r[ruin + 1 :] = -1.0, 0.0
-    return r, np.cumprod(1.0 + r)
+    wealth = np.cumprod(1.0 + r)
+    return _Source(_readonly(wealth), _readonly(r), 1.0, r.size)
+
+
+def _wealth_at(src: _Source, positions: np.ndarray) -> np.ndarray:
+    """Wealth at ``positions`` of the wealth with the start (1) before the first bar."""
+    return core.wealth_points(src.eq, src.scale, src.ruin, positions.astype(np.int64))
 
 
 # --- equity-curve metrics -------------------------------------------------------------------
@@ -217,42 +235,6 @@ def _returns_arrays(returns: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else math.nan
-
-
-@numba.njit(cache=True, nogil=True)
-def _drawdown_scan(
-    ext: np.ndarray, seg_start: np.ndarray, seg_count: np.ndarray
-) -> tuple[float, int, int, int, np.ndarray]:
-    """Deepest drawdown of wealth ``ext`` (depth, peak, trough, recovery or -1) and the
-    deepest within each segment ``ext[start : start + count + 1]``.
-
-    Compiled: one pass over the bars replaces a running maximum, a division and several
-    searches over the whole array, plus one running maximum per calendar year.
-    """
-    near = 1.0 - _PEAK_RTOL
-    peak_value, peak, depth, best_peak, best_value, trough = ext[0], 0, 0.0, 0, ext[0], 0
-    for k in range(1, ext.size):
-        v = ext[k]
-        if v >= peak_value * near:  # at (or back at) the peak
-            peak, peak_value = k, max(v, peak_value)
-        elif 1.0 - v / peak_value > depth + _PEAK_RTOL:  # a tie keeps the first trough
-            depth, best_peak, best_value, trough = 1.0 - v / peak_value, peak, peak_value, k
-    recovery = -1
-    for k in range(trough + 1, ext.size):
-        if depth > 0.0 and ext[k] >= best_value * near:
-            recovery = k
-            break
-    seg_depth = np.zeros(seg_start.size)
-    for i in range(seg_start.size):
-        top, worst = ext[seg_start[i]], 0.0
-        for k in range(seg_start[i] + 1, seg_start[i] + seg_count[i] + 1):
-            v = ext[k]
-            if v > top:
-                top = v
-            elif top > 0.0 and 1.0 - v / top > worst:
-                worst = 1.0 - v / top
-        seg_depth[i] = worst
-    return depth, best_peak, trough, recovery, seg_depth
 
 
 def _calendar_segments(wall_ns: np.ndarray, unit: str) -> tuple[np.ndarray, ...]:
@@ -264,35 +246,35 @@ def _calendar_segments(wall_ns: np.ndarray, unit: str) -> tuple[np.ndarray, ...]
     first_last = wall_ns[[0, -1]].view("datetime64[ns]").astype(f"datetime64[{unit}]")
     periods = np.arange(first_last[0], first_last[1] + 1)
     starts = np.searchsorted(wall_ns, periods.astype("datetime64[ns]").view(np.int64))
-    counts = np.diff(np.r_[starts, wall_ns.size])
+    counts = np.empty_like(starts)
+    counts[:-1], counts[-1] = starts[1:] - starts[:-1], wall_ns.size - starts[-1]
     keep = counts > 0
     return periods.view(np.int64)[keep], starts[keep], counts[keep]
 
 
-def _period_returns(ext: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    begin, finish = ext[starts], ext[starts + counts]  # ext[k + 1] is the wealth after bar k
+def _period_returns(src: _Source, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    begin, finish = np.split(_wealth_at(src, np.concatenate([starts, starts + counts])), 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(begin > 0, finish / begin - 1.0, 0.0)
 
 
 def _yearly(
-    r: np.ndarray,
-    ext: np.ndarray,
+    src: _Source,
     years: tuple[np.ndarray, ...],
+    sums: tuple[np.ndarray, np.ndarray],
     depth: np.ndarray,
+    const: np.ndarray,
     ppy: float,
     rf: float,
 ) -> pd.DataFrame:
     code, starts, counts = years
-    mean = np.add.reduceat(r, starts) / counts
-    dev = r - np.repeat(mean, counts)
-    const = np.maximum.reduceat(r, starts) == np.minimum.reduceat(r, starts)
+    mean = sums[0] / counts
     with np.errstate(divide="ignore", invalid="ignore"):
-        std = np.sqrt(np.add.reduceat(dev * dev, starts) / (counts - 1))
+        std = np.sqrt(sums[1] / (counts - 1))
         std = np.where(counts < 2, np.nan, np.where(const, 0.0, std))
         sharpe = np.where(std > 0, (mean - rf) / std, np.nan) * math.sqrt(ppy)
     data = {
-        "return": _period_returns(ext, starts, counts),
+        "return": _period_returns(src, starts, counts),
         "volatility": std * math.sqrt(ppy),
         "sharpe": sharpe,
         "max_drawdown": depth,
@@ -301,29 +283,34 @@ def _yearly(
     return pd.DataFrame(data, index=pd.Index(code + 1970, name="year"))
 
 
-def _monthly(ext: np.ndarray, wall_ns: np.ndarray) -> pd.DataFrame:
+def _monthly(src: _Source, wall_ns: np.ndarray) -> pd.DataFrame:
     code, starts, counts = _calendar_segments(wall_ns, "M")
     year, month = code // 12 + 1970, code % 12
-    table = np.full((int(year[-1] - year[0]) + 1, 12), np.nan)
-    table[year - year[0], month] = _period_returns(ext, starts, counts)
-    index = pd.Index(np.arange(year[0], year[-1] + 1), name="year")
-    frame = pd.DataFrame(table, index=index, columns=pd.Index(range(1, 13), name="month"))
-    return frame.loc[np.isin(frame.index, year)]
+    years, row = np.unique(year, return_inverse=True)
+    table = np.full((years.size, 12), np.nan)
+    table[row, month] = _period_returns(src, starts, counts)
+    columns = pd.RangeIndex(1, 13, name="month")
+    return pd.DataFrame(table, index=pd.Index(years, name="year"), columns=columns, copy=False)
 
 
-def _ratios(r: np.ndarray, ppy: float, rf: float) -> tuple[float, float, float]:
-    """Annual volatility, Sharpe and Sortino of per-bar returns ``r``."""
-    if r.size < 2:
+def _ratios(
+    n: int, total: float, squares: float, downside: float, const: bool, ppy: float
+) -> tuple[float, float, float]:
+    """Annual volatility, Sharpe and Sortino from the sums of ``moments``."""
+    if n < 2:
         return math.nan, math.nan, math.nan
-    x = r - rf if rf else r
-    if r.max() == r.min():  # zero variance: Sharpe is undefined, not infinite
+    mean = total / n
+    if const:  # zero variance: Sharpe is undefined, not infinite
         vol, sharpe = 0.0, math.nan
     else:
-        std = float(np.std(x, ddof=1))  # may still underflow to 0 for tiny returns
-        vol, sharpe = std * math.sqrt(ppy), _ratio(float(np.mean(x)), std) * math.sqrt(ppy)
-    below = np.minimum(x, 0.0)
-    downside = math.sqrt(float(np.dot(below, below)) / x.size)
-    return vol, sharpe, _ratio(float(np.mean(x)), downside) * math.sqrt(ppy)
+        std = math.sqrt(squares / (n - 1))  # may still underflow to 0 for tiny returns
+        vol, sharpe = std * math.sqrt(ppy), _ratio(mean, std) * math.sqrt(ppy)
+    return vol, sharpe, _ratio(mean, math.sqrt(downside / n)) * math.sqrt(ppy)
+
+
+def _ns(index: pd.DatetimeIndex) -> np.ndarray:
+    """Nanosecond stamps of the index (a view unless the index has another unit)."""
+    return np.asarray(index.asi8 if index.unit == "ns" else index.as_unit("ns").asi8)
 
 
 def _wall_ns(index: pd.DatetimeIndex, ns: np.ndarray) -> np.ndarray:
@@ -335,9 +322,9 @@ def _wall_ns(index: pd.DatetimeIndex, ns: np.ndarray) -> np.ndarray:
 
 def drawdown(returns: pd.Series) -> pd.Series:
     """Drawdown (positive fraction) at each bar of per-bar ``returns``."""
-    ext = np.r_[1.0, _returns_arrays(returns)[1]]
-    runmax = np.maximum.accumulate(ext)
-    return pd.Series(1.0 - ext[1:] / runmax[1:], index=returns.index, name="drawdown")
+    wealth = _returns_source(returns).eq
+    runmax = np.maximum.accumulate(np.concatenate([[1.0], wealth]))
+    return pd.Series(1.0 - wealth / runmax[1:], index=returns.index, name="drawdown")
 
 
 # --- trade, exposure and direction metrics --------------------------------------------------
@@ -365,45 +352,20 @@ def _trade_stats(trades: pd.DataFrame) -> tuple[float, float, float, float, int]
 
 
 def _frame_values(frame: pd.DataFrame, index: pd.DatetimeIndex, what: str) -> np.ndarray:
+    """The values as symbols × bars (a view of a single-dtype frame)."""
     if not frame.index.equals(index):
         raise MetricsError(f"{what} is not on the equity's bars ({len(frame)} vs {len(index)})")
     values = np.asarray(frame.to_numpy(dtype=np.float64, na_value=np.nan))
-    return values.reshape(len(frame), -1)
-
-
-@numba.njit(cache=True, nogil=True)
-def _exposure_scan(x: np.ndarray) -> tuple[int, float]:
-    """Bars holding any position, and the sum of ``|Δexposure|`` (compiled: one pass)."""
-    held, traded = 0, 0.0
-    for t in range(x.shape[0]):
-        holding = False
-        for j in range(x.shape[1]):
-            traded += abs(x[t, j] - (x[t - 1, j] if t > 0 else 0.0))
-            holding = holding or x[t, j] != 0.0
-        held += holding
-    return held, traded
-
-
-@numba.njit(cache=True, nogil=True)
-def _direction_scan(signal: np.ndarray, close: np.ndarray) -> tuple[int, int]:
-    """Hits and counted bars of the signal's direction vs the next close (compiled)."""
-    hits, known = 0, 0
-    for t in range(signal.shape[0] - 1):
-        for j in range(signal.shape[1]):
-            s, move = signal[t, j], close[t + 1, j] - close[t, j]
-            if s != 0.0 and np.isfinite(move):
-                known += 1
-                hits += (s > 0.0 and move > 0.0) or (s < 0.0 and move < 0.0)
-    return hits, known
+    return _readonly(values.reshape(len(frame), -1).T)
 
 
 def _exposure_stats(
     exposure: pd.DataFrame, index: pd.DatetimeIndex, years: float
 ) -> tuple[float, float]:
     x = _frame_values(exposure, index, "exposure")
-    _first_bad(x, ~np.isfinite(x), index, "exposure")
-    held, traded = _exposure_scan(x)
-    return held / x.shape[0], traded / years
+    held, traded, bad = core.exposure_scan(x)
+    _raise_bad(bad, index, "exposure")
+    return held / x.shape[1], traded / years
 
 
 def _direction(
@@ -413,9 +375,15 @@ def _direction(
     if missing:
         raise MetricsError(f"close prices missing for signal symbol(s) {', '.join(missing)}")
     s = _frame_values(signal, index, "signal")
-    _first_bad(s, np.isnan(s), index, "signal")
-    c = _frame_values(close[list(signal.columns)], index, "close")
-    hits, known = _direction_scan(s, c)
+    same = close.columns.equals(signal.columns)  # the engine's frames: no column selection
+    try:
+        c = _frame_values(close if same else close[list(signal.columns)], index, "close")
+    except MetricsError:  # a NaN in the signal is reported first
+        nan = np.isnan(s).any(axis=0)
+        _raise_bad(int(np.argmax(nan)) if nan.any() else -1, index, "signal")
+        raise
+    hits, known, bad = core.direction_scan(s, c)
+    _raise_bad(bad, index, "signal")
     return (hits / known if known else math.nan), int(known)
 
 
@@ -441,8 +409,8 @@ def metrics_from_returns(
     index = _check_index(returns.index, "returns")
     if len(index) == 0:
         raise MetricsError("returns are empty: no bars to compute metrics on")
-    r, wealth = _returns_arrays(returns)
-    return _metrics(r, wealth, index, periods_per_year, risk_free, trades, exposure, signal, close)
+    src = _returns_source(returns)
+    return _metrics(src, index, periods_per_year, risk_free, trades, exposure, signal, close)
 
 
 def compute_metrics(result: ResultLike, *, risk_free: float = 0.0) -> Metrics:
@@ -450,10 +418,9 @@ def compute_metrics(result: ResultLike, *, risk_free: float = 0.0) -> Metrics:
 
     Equal to :func:`metrics_from_returns` on :func:`returns_from_equity` of its equity.
     """
-    r, wealth, index = _equity_arrays(result.equity)
+    src, index = _equity_source(result.equity)
     return _metrics(
-        r,
-        wealth,
+        src,
         index,
         result.periods_per_year,
         risk_free,
@@ -465,8 +432,7 @@ def compute_metrics(result: ResultLike, *, risk_free: float = 0.0) -> Metrics:
 
 
 def _metrics(
-    r: np.ndarray,
-    wealth: np.ndarray,
+    src: _Source,
     index: pd.DatetimeIndex,
     periods_per_year: float,
     risk_free: float,
@@ -481,20 +447,23 @@ def _metrics(
         raise MetricsError(f"risk_free must be a finite per-bar rate, got {risk_free!r}")
     if (signal is None) != (close is None):
         raise MetricsError("direction accuracy needs both signal and close")
-    n = r.size
+    n = src.eq.size
     years = n / ppy
-    ext = np.empty(n + 1)  # wealth with the phantom start (1) before the first bar
-    ext[0], ext[1:] = 1.0, wealth
-    ns = np.asarray(index.as_unit("ns").asi8)
-    ts_ext = np.r_[ns[0] - (ns[1] - ns[0] if n > 1 else 0), ns]
+    final = _wealth_at(src, np.array([n]))[0]
     with np.errstate(over="ignore"):
-        cagr = float(np.power(ext[-1], 1.0 / years) - 1.0)
-    vol, sharpe, sortino = _ratios(r, ppy, rf)
+        cagr = float(np.power(final, 1.0 / years) - 1.0)
+    ns = _ns(index)
     wall = _wall_ns(index, ns)
-    years_seg = _calendar_segments(wall, "Y")
-    max_dd, peak, _, recovery, year_depth = _drawdown_scan(ext, *years_seg[1:])
+    year_seg = _calendar_segments(wall, "Y")
+    total, squares, downside, year_sum, year_squares = core.moments(
+        src.eq, src.r, src.ruin, rf, *year_seg[1:]
+    )
+    max_dd, peak, _, recovery, year_depth, const, year_const = core.wealth_scan(*src, *year_seg[1:])
+    vol, sharpe, sortino = _ratios(n, total, squares, downside, const, ppy)
     end = recovery if recovery >= 0 else (n if max_dd > 0 else peak)
-    dd_time = pd.Timedelta(int(ts_ext[end] - ts_ext[peak]), unit="ns")
+    # the start before the first bar is stamped one bar spacing before it
+    before = ns[0] - (ns[1] - ns[0] if n > 1 else 0)
+    dd_ns = (ns[end - 1] if end else before) - (ns[peak - 1] if peak else before)
 
     win_rate = profit_factor = expectancy = expectancy_return = math.nan
     held = turnover = accuracy = math.nan
@@ -507,14 +476,14 @@ def _metrics(
         accuracy, n_direction = _direction(signal, close, index)
 
     return Metrics(
-        total_return=float(ext[-1] - 1.0),
+        total_return=float(final - 1.0),
         annual_return=cagr,
         annual_volatility=vol,
         sharpe=sharpe,
         sortino=sortino,
         calmar=_ratio(cagr, max_dd),
         max_drawdown=float(max_dd),
-        max_drawdown_duration=dd_time,
+        max_drawdown_duration=pd.Timedelta(int(dd_ns), unit="ns"),
         max_drawdown_bars=int(end - peak),
         win_rate=win_rate,
         profit_factor=profit_factor,
@@ -529,6 +498,6 @@ def _metrics(
         n_bars=n,
         start=index[0],
         end=index[-1],
-        yearly=_yearly(r, ext, years_seg, year_depth, ppy, rf),
-        monthly=_monthly(ext, wall),
+        yearly=_yearly(src, year_seg, (year_sum, year_squares), year_depth, year_const, ppy, rf),
+        monthly=_monthly(src, wall),
     )
