@@ -123,15 +123,17 @@ class Metrics:
             value = getattr(self, f.name)
             if isinstance(value, pd.DataFrame):
                 out[f.name] = {
-                    str(idx): {str(col): _json_value(v) for col, v in row.items()}
+                    str(idx): {str(col): json_value(v) for col, v in row.items()}
                     for idx, row in value.to_dict(orient="index").items()
                 }
             else:
-                out[f.name] = _json_value(value)
+                out[f.name] = json_value(value)
         return out
 
 
-def _json_value(value: object) -> object:
+def json_value(value: object) -> object:
+    """A scalar as plain JSON: NaN/NaT → None, ±inf → "inf"/"-inf", times as ISO 8601,
+    NumPy scalars as Python numbers; anything else unchanged."""
     if isinstance(value, pd.Timedelta | pd.Timestamp):
         return None if pd.isna(value) else value.isoformat()
     if isinstance(value, bool | np.bool_):

@@ -45,6 +45,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mlengine.backtest.costs import CostModel
 from mlengine.backtest.engine import DEFAULT_COSTS, BacktestResult, run_backtest
+from mlengine.backtest.metrics import json_value
 from mlengine.backtest.sizing import Sizing
 from mlengine.backtest.validity import (
     ValidityConfig,
@@ -156,25 +157,15 @@ class WalkForwardRun:
 
 
 def _json_safe(value: Any) -> Any:
-    """Plain JSON values: NaN → None, ±inf → "inf"/"-inf", times as ISO 8601."""
+    """Containers and rule dataclasses made plain JSON, scalars by :func:`json_value`."""
     if isinstance(value, Mapping):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(v) for v in value]
-    if isinstance(value, pd.Timestamp | pd.Timedelta):
-        return None if pd.isna(value) else value.isoformat()
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        x = float(value)
-        return None if math.isnan(x) else (x if math.isfinite(x) else str(x))
-    if value is None or isinstance(value, str):
-        return value
     if is_dataclass(value) and not isinstance(value, type):
         return {"rule": type(value).__name__, **_json_safe(asdict(value))}
-    return str(value)
+    out = json_value(value)
+    return out if out is None or isinstance(out, str | int | float) else str(out)
 
 
 def _rule_config(rule: object) -> Any:
