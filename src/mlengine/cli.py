@@ -27,7 +27,7 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # paths and messages never folded
 
 DbOption = Annotated[
     str | None,
@@ -43,7 +43,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except MLEngineError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False)
         raise typer.Exit(code=2) from err
     except FileNotFoundError as err:
         err_console.print(f"[bold red]error:[/] file not found: {err.filename}", highlight=False)
