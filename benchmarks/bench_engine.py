@@ -1,6 +1,7 @@
 """Backtest engine against vectorbt and backtesting.py, side by side in one process.
 
-Run: ``.venv/bin/python benchmarks/bench_engine.py``. Prints a Rich table of seconds and
+Run: ``.venv/bin/python benchmarks/bench_engine.py [--case N ...]`` (all cases by default;
+``--case 3`` runs only case 3). Prints a Rich table of seconds and
 ratios (ours / peer) and writes ``benchmarks/results/engine.json``.
 
 Each contestant runs several times warm (numba compiled for both), the contestants taking
@@ -23,6 +24,7 @@ ratio of the best runs too; the JSON has both, and the engine and the metrics ti
 
 from __future__ import annotations
 
+import argparse
 import gc
 import importlib.util
 import json
@@ -327,7 +329,7 @@ print(json.dumps({{"input_mb": input_mb, "rss_before_mb": base, "peak_rss_mb": p
 """
 
 
-def main() -> None:
+def main(cases: set[int]) -> None:
     console = Console(width=140)
     report: dict[str, Any] = {
         "bars": N_BIG,
@@ -344,139 +346,183 @@ def main() -> None:
     rows: list[Row] = []
 
     # 1. plain SMA vs vectorbt
-    best, med, res = race(ours=lambda: ours(bars, target), vbt=vbt_runner(bars, pos, naive=True))
-    engine_only, engine_med, _ = race(
-        engine=lambda: run_backtest(bars, target, costs=COSTS, capital=CAPITAL)
-    )
-    ours_eq = res["ours"][0].equity.to_numpy()[:-1]  # the last bar: our final close
-    vbt_eq = res["vbt"][0].value().to_numpy()[:-1]
-    same_1 = len(res["ours"][0].trades) == int(res["vbt"][0].trades.count())
-    report["sma_1m"] = {
-        **pair("ours", "vectorbt", best["ours"], best["vbt"], med["ours"], med["vbt"]),
-        "ours_engine_only_best_s": engine_only["engine"],
-        "ours_engine_only_median_s": engine_med["engine"],
-        **alone(res["ours"][0]),
-        "goal": "ratio <= 0.5",
-        "trades_ours": len(res["ours"][0].trades),
-        "trades_vectorbt": int(res["vbt"][0].trades.count()),
-        "equity_max_rel_diff": float(np.max(np.abs(ours_eq / vbt_eq - 1))),
-    }
-    rows.append(Row("1. SMA 1M bars vs vectorbt", best, med, "ours", "vbt", "<= 0.5", same_1))
+    if 1 in cases:
+        best, med, res = race(
+            ours=lambda: ours(bars, target), vbt=vbt_runner(bars, pos, naive=True)
+        )
+        engine_only, engine_med, _ = race(
+            engine=lambda: run_backtest(bars, target, costs=COSTS, capital=CAPITAL)
+        )
+        ours_eq = res["ours"][0].equity.to_numpy()[:-1]  # the last bar: our final close
+        vbt_eq = res["vbt"][0].value().to_numpy()[:-1]
+        same_1 = len(res["ours"][0].trades) == int(res["vbt"][0].trades.count())
+        report["sma_1m"] = {
+            **pair("ours", "vectorbt", best["ours"], best["vbt"], med["ours"], med["vbt"]),
+            "ours_engine_only_best_s": engine_only["engine"],
+            "ours_engine_only_median_s": engine_med["engine"],
+            **alone(res["ours"][0]),
+            "goal": "ratio <= 0.5",
+            "trades_ours": len(res["ours"][0].trades),
+            "trades_vectorbt": int(res["vbt"][0].trades.count()),
+            "equity_max_rel_diff": float(np.max(np.abs(ours_eq / vbt_eq - 1))),
+        }
+        rows.append(Row("1. SMA 1M bars vs vectorbt", best, med, "ours", "vbt", "<= 0.5", same_1))
 
     # 2. backtesting.py on 100k bars
-    small = bars.iloc[:N_BT]
-    small_pos = pos.iloc[:N_BT]
-    small_sig = pd.DataFrame({"position": small_pos * 0.9999})
-    best, med, res = race(
-        ours=lambda: ours(small, small_sig, capital=1e9),
-        bt=backtesting_py(small, small_pos, 1e9),
-    )
-    trades, stats = res["ours"][0].trades, res["bt"]
-    closed = trades[trades["exit_reason"] != "end"]
-    same = len(closed) == len(stats._trades) and bool(
-        (closed["entry_time"].dt.tz_localize(None).to_numpy() == stats._trades["EntryTime"]).all()
-    )
-    engine_only, engine_med, _ = race(
-        engine=lambda: run_backtest(small, small_sig, costs=COSTS, capital=1e9)
-    )
-    report["backtesting_py_100k"] = {
-        **pair("ours", "backtesting_py", best["ours"], best["bt"], med["ours"], med["bt"]),
-        "ours_engine_only_best_s": engine_only["engine"],
-        "ours_engine_only_median_s": engine_med["engine"],
-        **alone(res["ours"][0]),
-        "speedup_best": best["bt"] / best["ours"],
-        "speedup_median": med["bt"] / med["ours"],
-        "goal": "speedup >= 100",
-        "trades_ours_closed": len(closed),
-        "trades_backtesting_py": len(stats._trades),
-        "same_trades": same,
-    }
-    assert len(closed) == len(stats._trades), "backtesting.py made different trades"
-    rows.append(Row("2. 100k bars vs backtesting.py", best, med, "ours", "bt", "<= 0.01", same))
+    if 2 in cases:
+        small = bars.iloc[:N_BT]
+        small_pos = pos.iloc[:N_BT]
+        small_sig = pd.DataFrame({"position": small_pos * 0.9999})
+        best, med, res = race(
+            ours=lambda: ours(small, small_sig, capital=1e9),
+            bt=backtesting_py(small, small_pos, 1e9),
+        )
+        trades, stats = res["ours"][0].trades, res["bt"]
+        closed = trades[trades["exit_reason"] != "end"]
+        same = len(closed) == len(stats._trades) and bool(
+            (
+                closed["entry_time"].dt.tz_localize(None).to_numpy() == stats._trades["EntryTime"]
+            ).all()
+        )
+        engine_only, engine_med, _ = race(
+            engine=lambda: run_backtest(small, small_sig, costs=COSTS, capital=1e9)
+        )
+        report["backtesting_py_100k"] = {
+            **pair("ours", "backtesting_py", best["ours"], best["bt"], med["ours"], med["bt"]),
+            "ours_engine_only_best_s": engine_only["engine"],
+            "ours_engine_only_median_s": engine_med["engine"],
+            **alone(res["ours"][0]),
+            "speedup_best": best["bt"] / best["ours"],
+            "speedup_median": med["bt"] / med["ours"],
+            "goal": "speedup >= 100",
+            "trades_ours_closed": len(closed),
+            "trades_backtesting_py": len(stats._trades),
+            "same_trades": same,
+        }
+        assert len(closed) == len(stats._trades), "backtesting.py made different trades"
+        rows.append(Row("2. 100k bars vs backtesting.py", best, med, "ours", "bt", "<= 0.01", same))
 
     # 3. stops, targets and sizing vs the plain case
-    intents = sma_intents(bars, pos)
-    best, med, res = race(
-        plain=lambda: ours(bars, target),
-        stops=lambda: ours(bars, intents, sizing=VolatilityTarget()),
-        vbt=vbt_runner(bars, pos, naive=True),
-        vbt_stops=vbt_runner(bars, pos, naive=True, sl_stop=STOP, tp_stop=TARGET),
-    )
-    trades = res["stops"][0].trades
-    report["stops_sizing_1m"] = {
-        **pair(
-            "ours_stops", "ours_plain", best["stops"], best["plain"], *_m(med, "stops", "plain")
-        ),
-        "goal": "ratio <= 1.5",
-        "vectorbt_ratio_best": best["vbt_stops"] / best["vbt"],
-        "vectorbt_ratio_median": med["vbt_stops"] / med["vbt"],
-        "trades_ours": len(trades),
-        "exit_reasons": trades["exit_reason"].value_counts().to_dict(),
-    }
-    rows.append(Row("3. + SL/TP + sizing vs plain", best, med, "stops", "plain", "<= 1.5", None))
-    vbt_stops_ratio = med["vbt_stops"] / med["vbt"]
+    if 3 in cases:
+        intents = sma_intents(bars, pos)
+        best, med, res = race(
+            plain=lambda: ours(bars, target),
+            stops=lambda: ours(bars, intents, sizing=VolatilityTarget()),
+            vbt=vbt_runner(bars, pos, naive=True),
+            vbt_stops=vbt_runner(bars, pos, naive=True, sl_stop=STOP, tp_stop=TARGET),
+        )
+        trades = res["stops"][0].trades
+        report["stops_sizing_1m"] = {
+            **pair(
+                "ours_stops", "ours_plain", best["stops"], best["plain"], *_m(med, "stops", "plain")
+            ),
+            "goal": "ratio <= 1.5",
+            "vectorbt_ratio_best": best["vbt_stops"] / best["vbt"],
+            "vectorbt_ratio_median": med["vbt_stops"] / med["vbt"],
+            "trades_ours": len(trades),
+            "exit_reasons": trades["exit_reason"].value_counts().to_dict(),
+        }
+        rows.append(
+            Row("3. + SL/TP + sizing vs plain", best, med, "stops", "plain", "<= 1.5", None)
+        )
+        vbt_stops_ratio = med["vbt_stops"] / med["vbt"]
 
     # 4. naive vs tz-aware index
-    naive_bars, naive_target = bars.tz_localize(None), target.tz_localize(None)
-    naive_bars.attrs = dict(bars.attrs)
-    best, med, _ = race(
-        aware=lambda: ours(bars, target), naive=lambda: ours(naive_bars, naive_target)
-    )
-    probe_n = 20_000
-    probe, _, _ = race(1, 1, probe=vbt_runner(bars.iloc[:probe_n], pos.iloc[:probe_n], False))
-    projected = probe["probe"] * N_BIG / probe_n
-    tz_entry: dict[str, Any] = {
-        **pair(
-            "ours_aware", "ours_naive", best["aware"], best["naive"], *_m(med, "aware", "naive")
-        ),
-        "vectorbt_naive_median_s": report["sma_1m"]["vectorbt_median_s"],
-        "vectorbt_aware_probe": {"bars": probe_n, "s": probe["probe"], "projected_1m_s": projected},
-    }
-    if projected <= TZ_CAP_S:
-        start = time.perf_counter()
-        vbt_runner(bars, pos, naive=False)()
-        t_vbt_tz = time.perf_counter() - start
-        tz_entry["vectorbt_aware_s"] = t_vbt_tz
-        tz_entry["vectorbt_ratio_aware_vs_naive"] = t_vbt_tz / tz_entry["vectorbt_naive_median_s"]
-        note = f"vbt aware {t_vbt_tz:.1f}s"
-    else:
-        tz_entry["vectorbt_aware_s"] = None
-        note = f"vbt aware skipped (~{projected:.0f}s)"
-    report["tz_index"] = tz_entry
-    rows.append(Row("4. ours tz-aware vs naive", best, med, "aware", "naive", "~1", note))
+    if 4 in cases:
+        naive_bars, naive_target = bars.tz_localize(None), target.tz_localize(None)
+        naive_bars.attrs = dict(bars.attrs)
+        best, med, _ = race(
+            aware=lambda: ours(bars, target), naive=lambda: ours(naive_bars, naive_target)
+        )
+        probe_n = 20_000
+        probe, _, _ = race(1, 1, probe=vbt_runner(bars.iloc[:probe_n], pos.iloc[:probe_n], False))
+        projected = probe["probe"] * N_BIG / probe_n
+        tz_entry: dict[str, Any] = {
+            **pair(
+                "ours_aware", "ours_naive", best["aware"], best["naive"], *_m(med, "aware", "naive")
+            ),
+            "vectorbt_naive_median_s": report.get("sma_1m", {}).get("vectorbt_median_s"),
+            "vectorbt_aware_probe": {
+                "bars": probe_n,
+                "s": probe["probe"],
+                "projected_1m_s": projected,
+            },
+        }
+        if projected <= TZ_CAP_S:
+            start = time.perf_counter()
+            vbt_runner(bars, pos, naive=False)()
+            t_vbt_tz = time.perf_counter() - start
+            tz_entry["vectorbt_aware_s"] = t_vbt_tz
+            if tz_entry["vectorbt_naive_median_s"]:
+                naive_s = tz_entry["vectorbt_naive_median_s"]
+                tz_entry["vectorbt_ratio_aware_vs_naive"] = t_vbt_tz / naive_s
+            note = f"vbt aware {t_vbt_tz:.1f}s"
+        else:
+            tz_entry["vectorbt_aware_s"] = None
+            note = f"vbt aware skipped (~{projected:.0f}s)"
+        report["tz_index"] = tz_entry
+        rows.append(Row("4. ours tz-aware vs naive", best, med, "aware", "naive", "~1", note))
 
     # 5. cold start
-    warm = in_subprocess(COLD_START)
-    with tempfile.TemporaryDirectory() as cache:
-        empty = in_subprocess(COLD_START, {"NUMBA_CACHE_DIR": cache})
-    report["cold_start"] = {"warm_cache": warm, "empty_cache": empty, "goal": "<= 5 s"}
-    cold = warm["import_s"] + warm["first_call_s"]
+    if 5 in cases:
+        warm = in_subprocess(COLD_START)
+        with tempfile.TemporaryDirectory() as cache:
+            empty = in_subprocess(COLD_START, {"NUMBA_CACHE_DIR": cache})
+        report["cold_start"] = {"warm_cache": warm, "empty_cache": empty, "goal": "<= 5 s"}
+        cold = warm["import_s"] + warm["first_call_s"]
 
     # 6. memory
-    mem = in_subprocess(MEMORY)
-    report["memory_1m"] = {**mem, "goal": "<= 300 MB above the input"}
+    if 6 in cases:
+        mem = in_subprocess(MEMORY)
+        report["memory_1m"] = {**mem, "goal": "<= 300 MB above the input"}
 
     table = Table(title=f"Backtest engine, seconds and ours / peer ({report['metrics']})")
     for col in ("case", "ours med", "peer med", "ratio med", "ratio best", "goal", "note"):
         table.add_column(col)
     for row in rows:
         table.add_row(*row.cells())
-    table.add_row("5. cold start, warm cache: import + 1st call", f"{cold:.3g}", "", "", "", "<= 5")
-    table.add_row(
-        "6. peak MB above the input, 1M bars", f"{mem['above_input_mb']:.0f}", "", "", "", "<= 300"
-    )
+    if 5 in cases:
+        table.add_row(
+            "5. cold start, warm cache: import + 1st call", f"{cold:.3g}", "", "", "", "<= 5"
+        )
+    if 6 in cases:
+        table.add_row(
+            "6. peak MB above the input, 1M bars",
+            f"{mem['above_input_mb']:.0f}",
+            "",
+            "",
+            "",
+            "<= 300",
+        )
     console.print(table)
-    console.print(
-        f"cold start with an empty numba cache: {empty['import_s'] + empty['first_call_s']:.2f} s"
-        f"; first metrics after the first call: {warm['metrics_first_call_s']:.2f} s warm cache, "
-        f"{empty['metrics_first_call_s']:.2f} s empty cache"
-        f"; vectorbt with SL/TP vs plain: {vbt_stops_ratio:.2f}x (median); "
+    notes = []
+    if 5 in cases:
+        notes.append(
+            f"cold start with an empty numba cache: {empty['import_s'] + empty['first_call_s']:.2f}"
+            f" s; first metrics after the first call: {warm['metrics_first_call_s']:.2f} s warm "
+            f"cache, {empty['metrics_first_call_s']:.2f} s empty cache"
+        )
+    if 3 in cases:
+        notes.append(f"vectorbt with SL/TP vs plain: {vbt_stops_ratio:.2f}x (median)")
+    notes.append(
         f"{ROUNDS * RUNS} timed warm runs each, taking turns, GC off; 'same' = same trades"
     )
+    console.print("; ".join(notes))
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
-    (out / "engine.json").write_text(json.dumps(report, indent=2, default=str))
+    name = "engine" if cases == ALL_CASES else "engine-case-" + "-".join(map(str, sorted(cases)))
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
 
+
+ALL_CASES = {1, 2, 3, 4, 5, 6}
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--case",
+        type=int,
+        action="append",
+        choices=sorted(ALL_CASES),
+        help="run only this case (repeatable; default: all; a subset writes engine-case-N.json)",
+    )
+    main(set(parser.parse_args().case or ALL_CASES))

@@ -117,7 +117,7 @@ def test_backtest_compares_baselines_and_report_rebuilds(tmp_path: Path) -> None
 def test_backtest_rejects_unknown_strategy_and_negative_costs(duckdb_url: str) -> None:
     code, _, err = _run("backtest", "--dataset", "eurusd_1h", "--strategy", "magic")
     assert code == 2
-    assert "unknown strategies ['magic']" in err
+    assert "magic" in err and "unknown" in err
     code, _, err = _run("backtest", "--dataset", "eurusd_1h", "--commission-bps", "-1")
     assert code == 2
     assert "commission" in err

@@ -139,11 +139,11 @@ def intent_inputs(
         name: _values(signals, name, who) if name in signals.columns else np.empty(0)
         for name in _INTENT_INPUTS
     }
-    _fail(np.isnan(cols["side"]), index, who, "NaN side (use 0 for no intent)", cols["side"])
     check: Any = _core.check_intents  # a numba dispatcher
     code, i = check(*(frozen(a) for a in (close, *cols.values())))
     if code:
-        name = ("", "side", "size", *("stop_loss",) * 2, *("take_profit",) * 2, "max_bars", "exit")
+        name: tuple[str, ...] = ("", "side", "size", *("stop_loss",) * 2, *("take_profit",) * 2)
+        name += ("max_bars", "exit", "side")
         raise BacktestInputError(
             f"{who}: {_core.INTENT_ERRORS[code]} at {_where(index, i)}: {cols[name[code]][i]!r}"
         )

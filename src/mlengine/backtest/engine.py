@@ -226,7 +226,9 @@ def _run_sleeve(
         it = intent_inputs(sig, index, c, who)
         if sizing is not None:
             m = sizing.magnitude(bars, sig, it["side"], ppy)
-            it["size"] = np.minimum(it["size"] * m if len(it["size"]) else m, 1.0)
+            if len(it["size"]):
+                m *= it["size"]  # in place: ``m`` is ours, a fresh array
+            it["size"] = np.minimum(m, 1.0, out=m)
         cap = int(np.count_nonzero(it["side"])) + 3
         args = (_core.MODE_INTENT, empty, -1.0)
         intents = tuple(it.values())

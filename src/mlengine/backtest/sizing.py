@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -130,7 +130,9 @@ class FixedFraction:
 
 @dataclass(frozen=True)
 class VolatilityTarget:
-    """``min(cap, target / annualised volatility)``; ``target`` is an annual fraction."""
+    """``min(cap, target / annualised volatility)``; ``target`` is an annual fraction. With
+    ``method="atr"`` the magnitude is 0 where the direction is 0 (it multiplies the
+    direction)."""
 
     target: float = 0.15
     method: Literal["atr", "realised"] = "atr"
@@ -149,6 +151,22 @@ class VolatilityTarget:
     def magnitude(
         self, bars: pd.DataFrame, signals: pd.DataFrame, direction: np.ndarray, ppy: float
     ) -> np.ndarray:
+        if self.method == "atr":
+            h, lo, c = (
+                frozen(bars[k].to_numpy(dtype=np.float64)) for k in ("high", "low", "close")
+            )
+            size: Any = _core.volatility_size  # a numba dispatcher
+            return size(
+                h,
+                lo,
+                c,
+                frozen(np.asarray(direction, dtype=np.float64)),
+                self.window,
+                _RANGE_TO_SIGMA,
+                float(np.sqrt(ppy)),
+                float(self.target),
+                float(self.cap),
+            )
         vol = bar_volatility(bars, method=self.method, window=self.window).to_numpy() * np.sqrt(ppy)
         with np.errstate(divide="ignore", invalid="ignore"):
             m = np.minimum(self.cap, self.target / vol)
