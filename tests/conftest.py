@@ -30,8 +30,8 @@ def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     get_settings.cache_clear()
 
 
-def _unavailable(what: str, err: Exception) -> None:
-    message = f"{what} is not reachable: {err}"
+def unavailable(message: str) -> None:
+    """Skip locally, fail under ``MLENGINE_REQUIRE_SERVICES=1``: a service is missing."""
     if os.environ.get("MLENGINE_REQUIRE_SERVICES") == "1":
         pytest.fail(message + " (MLENGINE_REQUIRE_SERVICES=1)")
     pytest.skip(message)
@@ -50,7 +50,7 @@ def pg_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as err:
-        _unavailable("PostgreSQL", err)
+        unavailable(f"PostgreSQL is not reachable: {err}")
         raise
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -73,7 +73,7 @@ def mysql_url() -> Iterator[str]:
             host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, connect_timeout=5, autocommit=True
         )
     except pymysql.err.OperationalError as err:
-        _unavailable("MariaDB", err)
+        unavailable(f"MariaDB is not reachable: {err}")
         raise
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}`")

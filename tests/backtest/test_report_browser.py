@@ -22,6 +22,7 @@ import pytest
 
 from mlengine.backtest.report import write_report
 from tests.backtest.test_report import BASIC_FIGURES, FULL_FIGURES, HOSTILE, report_inputs
+from tests.conftest import unavailable
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -53,22 +54,16 @@ _READY = """n => {
 }"""
 
 
-def _unavailable(message: str) -> None:
-    if os.environ.get("MLENGINE_REQUIRE_SERVICES") == "1":
-        pytest.fail(message + " (MLENGINE_REQUIRE_SERVICES=1)")
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """A headless system Chromium under Playwright."""
     path = os.environ.get("MLENGINE_CHROMIUM") or shutil.which("chromium")
     if not path:
-        _unavailable("chromium is not installed (Debian package `chromium`)")
+        unavailable("chromium is not installed (Debian package `chromium`)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as err:
-        _unavailable(f"playwright is not installed: {err}")
+        unavailable(f"playwright is not installed: {err}")
         raise
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
