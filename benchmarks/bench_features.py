@@ -27,33 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import talib
 
-from mlengine.data.schema import make_bar_frame
+from _synthetic import random_walk_bars
 from mlengine.features import compute_features, feature_spec, list_features
 
 N = 1_000_000
 REPEAT = 5
 ROUNDS = 3
 GOAL = 1.5
-
-
-def _bars(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
-    open_ = np.r_[close[0], close[:-1]]
-    spread = np.abs(rng.normal(0, 5e-4, n)) * close
-    cols = {
-        "open": open_,
-        "high": np.maximum(open_, close) + spread,
-        "low": np.minimum(open_, close) - spread,
-        "close": close,
-        "volume": rng.integers(0, 1000, n).astype("float64"),
-    }
-    idx = pd.date_range("2020-01-01", periods=n, freq="1min", tz="UTC")
-    return make_bar_frame(idx, cols, symbol="BENCH", timeframe="1m")
 
 
 def _best(fn: Callable[[], object]) -> float:
@@ -97,7 +80,7 @@ def _kept_pass(calls: list[Call]) -> list[Any]:
 
 
 def main() -> None:
-    bars = _bars(N)
+    bars = random_walk_bars(N)
     compute_features(bars)  # warm-up: imports, first-touch of the input columns
     calls = _record(bars)
     per_call: list[tuple[str, float]] = [

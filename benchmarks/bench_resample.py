@@ -11,30 +11,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from _synthetic import random_walk_bars
 from mlengine.data.resample import resample
-from mlengine.data.schema import make_bar_frame
 
 N = 1_000_000
 REPEAT = 5
-
-
-def _bars(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
-    open_ = np.r_[close[0], close[:-1]]
-    spread = np.abs(rng.normal(0, 5e-4, n)) * close
-    cols = {
-        "open": open_,
-        "high": np.maximum(open_, close) + spread,
-        "low": np.minimum(open_, close) - spread,
-        "close": close,
-        "volume": rng.integers(0, 1000, n).astype("float64"),
-    }
-    idx = pd.date_range("2020-01-01", periods=n, freq="1min", tz="UTC")
-    return make_bar_frame(idx, cols, symbol="BENCH", timeframe="1m")
 
 
 def _pandas(bars: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +35,7 @@ def _best(fn: Callable[[pd.DataFrame], object], bars: pd.DataFrame) -> float:
 
 
 def main() -> None:
-    bars = _bars(N)
+    bars = random_walk_bars(N)
     ours = _best(lambda b: resample(b, "1h"), bars)
     peer = _best(_pandas, bars)
     result = {"bars": N, "mlengine_s": ours, "pandas_s": peer, "ratio": ours / peer}

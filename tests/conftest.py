@@ -34,7 +34,7 @@ def unavailable(message: str) -> None:
     """Skip locally, fail under ``MLENGINE_REQUIRE_SERVICES=1``: a service is missing."""
     if os.environ.get("MLENGINE_REQUIRE_SERVICES") == "1":
         pytest.fail(message + " (MLENGINE_REQUIRE_SERVICES=1)")
-    pytest.skip(message)
+    pytest.skip(message)  # a missing service skips locally only
 
 
 def _unique(prefix: str) -> str:
