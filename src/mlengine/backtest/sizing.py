@@ -36,6 +36,7 @@ from mlengine.backtest._core import BacktestInputError
 from mlengine.backtest._inputs import frozen
 from mlengine.data.calendar import check_market, infer_market, periods_per_year
 from mlengine.data.schema import Timeframe
+from mlengine.features.volatility import realised_vol
 
 __all__ = [
     "SIZINGS",
@@ -102,8 +103,7 @@ def bar_volatility(bars: pd.DataFrame, *, method: str = "atr", window: int = 20)
     warm-up."""
     close = bars["close"].to_numpy(dtype=np.float64)
     if method == "realised":
-        log_ret = pd.Series(np.log(close / np.r_[np.nan, close[:-1]]), index=bars.index)
-        vol = log_ret.rolling(window).std(ddof=1)
+        vol = realised_vol(bars, windows=(window,))[f"rvol_{window}"]
     elif method == "atr":
         high, low = (bars[c].to_numpy(dtype=np.float64) for c in ("high", "low"))
         atr = _core.mean_true_range(frozen(high), frozen(low), frozen(close), int(window))
