@@ -234,16 +234,13 @@ def _bars_for(
 
 
 def _baselines(fast: int, slow: int, lookback: int) -> dict[str, Any]:
-    from mlengine.backtest.baselines import (
-        BuyAndHoldBaseline,
-        SMACrossover,
-        TimeSeriesMomentum,
-    )
+    """Factories of the registered rule baselines, named by their parameters."""
+    from mlengine.strategies import registry
 
     return {
-        f"sma_{fast}_{slow}": lambda: SMACrossover(fast=fast, slow=slow),
-        f"tsmom_{lookback}": lambda: TimeSeriesMomentum(lookback=lookback),
-        "buy_and_hold": BuyAndHoldBaseline,
+        f"sma_{fast}_{slow}": lambda: registry.create("sma_crossover", fast=fast, slow=slow),
+        f"tsmom_{lookback}": lambda: registry.create("tsmom", lookback=lookback),
+        "buy_and_hold": lambda: registry.create("buy_and_hold"),
     }
 
 
