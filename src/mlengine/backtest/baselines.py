@@ -16,7 +16,7 @@ strategies, and offers ``signals(bars)``: the target-position frame (column ``po
 
 ``p_up`` is a documented mapping of the rule's position, not a fitted probability:
 ``p_up = (1 + position) / 2`` — 1.0 long, 0.0 short, 0.5 flat (warm-up included), in between
-for scaled positions, so :class:`mlengine.backtest.walkforward.ProportionalSignal` recovers
+for scaled positions, so :class:`mlengine.backtest.signals.ProportionalSignal` recovers
 the position exactly. ``fit`` learns nothing; it records the last training bar only.
 """
 
