@@ -1,8 +1,9 @@
 """The HTML report: sections, charts, escaping, offline page, size, bad input.
 
 The report is built from a real backtest: an SMA(24/120) crossover on the bundled Coinbase
-BTCUSD 1h bars, compared with buy-and-hold through the same engine. ``report_inputs`` is
-shared with the browser test.
+BTCUSD 1h bars, compared with buy-and-hold through the same engine; its model explanations
+come from a small transformer encoder through :mod:`mlengine.nn.extraction`.
+``report_inputs`` is shared with the browser test, ``model_explanations`` with the run tests.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from mlengine.backtest.confidence import analyse_confidence
 from mlengine.backtest.engine import BacktestResult, run_backtest
 from mlengine.backtest.report import ReportError, default_rolling_window, render_report
 from mlengine.data.schema import make_bar_frame
+from mlengine.nn.extraction import extract_attention, feature_importance, heatmap_frame
+from tests.nn.test_encoders import L, encoder, windows
 
 FULL_FIGURES = [
     "equity",
@@ -40,9 +43,29 @@ FULL_FIGURES = [
     "confidence-buckets",
     "accuracy-coverage",
     "comparison",
+    "attention",
+    "feature-importance",
 ]
 BASIC_FIGURES = FULL_FIGURES[:6]
 HOSTILE = "SMA <script>alert('x')</script> & <b>co</b>"
+FEATURES = ["log_return", "range", "body", "volume_z", "hour"]
+
+
+def model_explanations(bars: pd.DatetimeIndex) -> dict[str, pd.DataFrame]:
+    """What an explainable strategy hands over: the attention of a small transformer's last
+    window, labelled with the last ``L`` of ``bars`` as text, its feature importance and a
+    free-form table."""
+    enc, x = encoder(), windows()
+    attention = heatmap_frame(extract_attention(enc, x), bars=bars[-L:])
+    attention.columns = pd.DatetimeIndex(attention.columns).strftime("%Y-%m-%d %H:%M")
+    fold_scores = pd.DataFrame(
+        {"fold": [0, 1], "split": ["early", "late"], "accuracy": [0.51, 0.53]}
+    )
+    return {
+        "attention": attention,
+        "feature_importance": feature_importance(enc, x, feature_names=FEATURES),
+        "fold_scores": fold_scores,
+    }
 
 
 def sma_position(close: pd.Series, fast: int = 24, slow: int = 120) -> pd.Series:
@@ -130,6 +153,7 @@ def _full() -> dict[str, Any]:
         "close": close,
         "comparison": comparison,
         "comparison_equity": {name: r.equity for name, r in results.items()},
+        "explanations": model_explanations(pd.DatetimeIndex(bars.index)),
         "extra_sections": [("Notes", "<p id='extra-note'>A later stage's section.</p>")],
     }
 
@@ -197,7 +221,7 @@ def test_full_report_has_every_section_and_chart(full_page: str) -> None:
     page = parse(full_page)
     assert page.sections == [
         "metrics", "verdict", "equity", "drawdown", "monthly", "rolling-sharpe", "trades",
-        "exposure", "confidence", "comparison", "extra-0", "config",
+        "exposure", "confidence", "comparison", "explanations", "extra-0", "config",
     ]  # fmt: skip
     assert page.figures == FULL_FIGURES
     assert page.meta["mlengine-figures"] == str(len(FULL_FIGURES))
@@ -248,6 +272,9 @@ def test_report_without_optional_inputs() -> None:
     page = parse(page_text)
     assert page.figures == BASIC_FIGURES
     assert "confidence" not in page.sections and "comparison" not in page.sections
+    assert "explanations" not in page.sections and "Model explanations" not in page_text
+    empty = render_report(**report_inputs(full=False), explanations={})
+    assert "explanations" not in parse(empty).sections
     assert "No validity verdict was computed" in page_text
     assert "no validity verdict" in page_text  # the header badge
 
@@ -270,6 +297,11 @@ def test_text_is_escaped() -> None:
     kwargs["comparison"] = kwargs["comparison"].assign(name=[evil, "<i>hold</i>"])
     kwargs["config"] = {"note": evil}
     kwargs["data_range"] = {"symbol": "<b>BTC</b>", "bars": 1}
+    importance = kwargs["explanations"]["feature_importance"]
+    kwargs["explanations"] = kwargs["explanations"] | {
+        "feature_importance": importance.rename(index={FEATURES[0]: evil}),
+        evil: pd.DataFrame({"note": [evil]}),
+    }
     page_text = render_report(**kwargs)
     page = parse(page_text)
     assert page.h1 == HOSTILE  # shown as text
@@ -315,6 +347,29 @@ def test_size_is_bounded_for_200k_bars(tmp_path: Path) -> None:
     assert text.count("min-max decimated") == 4  # equity, drawdown, rolling Sharpe, exposure
     drawn = [int(k.replace(",", "")) for k in re.findall(r"decimated: ([\d,]+) of 200,000", text)]
     assert len(drawn) == 4 and all(0 < k <= _charts.MAX_POINTS for k in drawn)
+
+
+def test_explanations_section_draws_the_extraction_output(full_page: str) -> None:
+    explained = report_inputs()["explanations"]
+    attention, importance = explained["attention"], explained["feature_importance"]
+    section = full_page.split('<section id="explanations">')[1].split("</section>")[0]
+    figures = parse(section).figures
+    assert figures == ["attention", "feature-importance"]
+    assert "the window&#x27;s last bar" in section and "attention rollout" in section
+    assert "<h3>fold_scores</h3>" in section and ">late<" in section
+    assert ">53.00%<" in section  # a free-form table, formatted like the others
+    fig = _charts.attention_heatmap(attention)
+    heads, rollout = fig.data
+    assert list(heads.y) == list(attention.index[:-1]) and attention.index[-1] == "rollout"
+    assert list(heads.x) == list(rollout.x) == list(attention.columns)
+    assert heads.x[-1] == pd.Timestamp(runs()[0].index[-1]).strftime("%Y-%m-%d %H:%M")
+    np.testing.assert_array_equal(heads.z, attention.iloc[:-1].to_numpy())
+    np.testing.assert_array_equal(rollout.y, attention.loc["rollout"].to_numpy())
+    assert heads.zmin == 0.0 and heads.zmax == attention.iloc[:-1].to_numpy().max()
+    bars = _charts.feature_importance_figure(importance).data[0]
+    ordered = importance.sort_values("share")
+    assert list(bars.y) == list(ordered.index) and list(bars.y)[-1] == importance["share"].idxmax()
+    np.testing.assert_allclose(bars.x, ordered["share"] * 100.0)
 
 
 def test_report_rebuilt_from_json_artefacts_is_identical(full_page: str) -> None:
@@ -421,6 +476,17 @@ def _shifted(s: pd.Series) -> pd.Series:
     return s.set_axis(s.index + pd.Timedelta("1min"))
 
 
+def _explained(name: str, change: Any) -> Any:
+    """A change of ``kwargs["explanations"][name]``, the others kept."""
+    return lambda k: k["explanations"] | {name: change(k["explanations"][name])}
+
+
+def _set(frame: pd.DataFrame, row: str, col: int | str, value: float) -> pd.DataFrame:
+    out = frame.copy()
+    out.loc[row, col if isinstance(col, str) else out.columns[col]] = value
+    return out
+
+
 BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("title", lambda k: 42, "title must be a string"),
     ("equity", lambda k: k["equity"].to_numpy(), "equity must be a pandas Series"),
@@ -451,6 +517,29 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("rolling_window", lambda k: 1, "rolling_window must be a whole number of bars >= 2"),
     ("rolling_window", lambda k: 24.5, "rolling_window must be a whole number of bars >= 2"),
     ("max_points", lambda k: 3, "max_points must be at least 4"),
+    ("explanations", lambda k: [("attention", 1)], "explanations must be a mapping"),
+    ("explanations", lambda k: {1: k["explanations"]["attention"]},
+     "explanations keys must be strings, got 1"),
+    ("explanations", lambda k: {"attention": [[0.5]]},
+     r"explanations\['attention'\] must be a DataFrame, got list"),
+    ("explanations", _explained("attention", lambda f: f.drop(index="rollout")),
+     r"explanations\['attention'\] needs a 'rollout' row"),
+    ("explanations", _explained("attention", lambda f: f.iloc[:, :0]),
+     r"explanations\['attention'\] has no bars"),
+    ("explanations", _explained("attention", lambda f: f.assign(**{f.columns[0]: "high"})),
+     r"explanations\['attention'\] must hold numbers"),
+    ("explanations", _explained("attention", lambda f: _set(f, "layer 1 head 2", 3, 1.5)),
+     r"finite and in \[0, 1\]: row 'layer 1 head 2', bar '[-\d]+ [\d:]+' is 1.5"),
+    ("explanations", _explained("attention", lambda f: _set(f, "rollout", 0, -0.1)),
+     r"finite and in \[0, 1\]: row 'rollout', bar '[-\d]+ [\d:]+' is -0.1"),
+    ("explanations", _explained("attention", lambda f: _set(f, "layer 2 head 4", 7, math.nan)),
+     r"finite and in \[0, 1\]: row 'layer 2 head 4', bar '[-\d]+ [\d:]+' is nan"),
+    ("explanations", _explained("feature_importance", lambda f: f.drop(columns="share")),
+     r"explanations\['feature_importance'\] needs a 'share' column"),
+    ("explanations", _explained("feature_importance", lambda f: _set(f, "body", "share", math.inf)),
+     r"explanations\['feature_importance'\] share is not finite at 'body'"),
+    ("explanations", _explained("feature_importance", lambda f: f.assign(share="a lot")),
+     r"explanations\['feature_importance'\] share: could not convert"),
 ]  # fmt: skip
 
 

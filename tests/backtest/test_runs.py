@@ -1,8 +1,11 @@
-"""Run directories: save, load, list, the report, reproducibility and broken directories."""
+"""Run directories: save, load, list, the report, explanations, reproducibility and broken
+directories."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +32,7 @@ from mlengine.config import get_settings
 from mlengine.data.loader import WalkForwardSplit
 from mlengine.data.store import open_store
 from mlengine.strategies import Context
+from tests.backtest.test_report import model_explanations
 
 FAST = ValidityConfig(bootstrap_reps=100, baseline_samples=100)
 SPLIT = WalkForwardSplit(test_size="30D", min_train_size=2000)
@@ -176,6 +180,79 @@ def test_same_config_and_seed_reproduce_the_predictions(
         load_run(a.run_id, tmp_path).predictions, load_run(b.run_id, tmp_path).predictions
     )
     assert load_run(a.run_id, tmp_path).config == load_run(b.run_id, tmp_path).config
+
+
+@pytest.fixture(scope="module")
+def explained(run: WalkForwardRun) -> WalkForwardRun:
+    """The run with the explanations of a small transformer over its last bars."""
+    bars = pd.DatetimeIndex(run.signals.index)
+    return dataclasses.replace(run, explanations=model_explanations(bars))
+
+
+def test_explanations_round_trip(tmp_path: Path, explained: WalkForwardRun) -> None:
+    path = save_run(explained, tmp_path)
+    names = ["attention", "feature_importance", "fold_scores"]
+    files = [f"explain_{n}.parquet" for n in names]
+    assert {p.name for p in path.glob("explain_*")} == set(files)
+    record = load_run(path)
+    assert record.manifest["explanations"] == names
+    assert record.manifest["files"][-4:] == [*files, "report.html"]
+    assert list(record.explanations) == names
+    for name, frame in explained.explanations.items():
+        pd.testing.assert_frame_equal(record.explanations[name], frame, check_exact=True)
+    attention = record.explanations["attention"]
+    assert attention.index.name == "attention" and attention.columns.name == "bar"
+    assert attention.columns[-1] == explained.signals.index[-1].strftime("%Y-%m-%d %H:%M")
+    assert record.explanations["feature_importance"].index.name == "feature"
+    page = (path / "report.html").read_text()  # report_inputs hands them to the report
+    assert '<section id="explanations">' in page and 'data-figure="attention"' in page
+    assert 'data-figure="feature-importance"' in page and "<h3>fold_scores</h3>" in page
+    assert to_record(explained).explanations.keys() == explained.explanations.keys()
+
+
+def test_runs_without_explanations(tmp_path: Path, run: WalkForwardRun) -> None:
+    path = save_run(run, tmp_path, report=False)
+    assert load_run(path).explanations == {}
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["explanations"] == []
+    del manifest["explanations"]  # a run directory saved before explanations existed
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert load_run(path).explanations == {}
+
+
+@pytest.mark.parametrize("name", ["Attention", "feature-importance", "../equity", "", "é"])
+def test_bad_explanation_names_are_refused(tmp_path: Path, run: WalkForwardRun, name: str) -> None:
+    bad = dataclasses.replace(run, explanations={name: pd.DataFrame({"a": [1.0]})})
+    message = f"explanation name {re.escape(repr(name))} must be lowercase letters"
+    with pytest.raises(RunError, match=message):
+        to_record(bad)
+    with pytest.raises(RunError, match=message):
+        save_run(bad, tmp_path)
+    assert not (tmp_path / run.run_id).exists()  # refused before anything was written
+
+
+def test_explanations_that_cannot_be_stored_as_they_are(run: WalkForwardRun) -> None:
+    not_a_frame = dataclasses.replace(run, explanations={"notes": [1, 2]})  # type: ignore[dict-item]
+    with pytest.raises(RunError, match="explanation 'notes' must be a DataFrame, got list"):
+        to_record(not_a_frame)
+    numbered = dataclasses.replace(run, explanations={"attention": pd.DataFrame({0: [0.5]})})
+    with pytest.raises(RunError, match=r"explanation 'attention' has non-text column labels \(0\)"):
+        to_record(numbered)
+
+
+def test_broken_explanations_are_named(tmp_path: Path, explained: WalkForwardRun) -> None:
+    path = save_run(explained, tmp_path, report=False)
+    (path / "explain_fold_scores.parquet").unlink()
+    with pytest.raises(RunError, match=r"explain_fold_scores\.parquet: missing"):
+        load_run(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    for names, message in (
+        (["../equity"], r"manifest\.json: explanation name '\.\./equity' must be lowercase"),
+        ("attention", r"manifest\.json: 'explanations' must be a list of names"),
+    ):
+        (path / "manifest.json").write_text(json.dumps(manifest | {"explanations": names}))
+        with pytest.raises(RunError, match=message):
+            load_run(path)
 
 
 @pytest.fixture

@@ -18,12 +18,7 @@ from mlengine.backtest.baselines import BuyAndHoldBaseline, SMACrossover, TimeSe
 from mlengine.backtest.costs import CostModel
 from mlengine.backtest.sizing import Kelly
 from mlengine.backtest.validity import ValidityConfig
-from mlengine.backtest.walkforward import (
-    ProportionalSignal,
-    ThresholdSignal,
-    WalkForwardError,
-    walk_forward,
-)
+from mlengine.backtest.walkforward import WalkForwardError, walk_forward
 from mlengine.data.loader import SplitError, WalkForwardSplit
 from mlengine.data.schema import BarDataError, make_bar_frame
 from mlengine.data.store import open_store
@@ -261,20 +256,6 @@ def test_random_walk_accuracy_stays_within_three_standard_errors(make: Callable[
     assert abs(m.direction_accuracy - 0.5) < 3 * se
 
 
-def test_signal_rules_map_p_up() -> None:
-    index = pd.date_range("2020-01-01", periods=6, freq="1h", tz="UTC")
-    pred = pd.DataFrame({"p_up": [0.9, 0.56, 0.5, 0.44, 0.1, np.nan]}, index=index)
-    np.testing.assert_array_equal(ThresholdSignal()(pred, pred), [1, 1, 0, -1, -1, 0])
-    np.testing.assert_array_equal(ThresholdSignal(margin=0.1)(pred, pred), [1, 0, 0, 0, -1, 0])
-    np.testing.assert_array_equal(ThresholdSignal(long_only=True)(pred, pred), [1, 1, 0, 0, 0, 0])
-    np.testing.assert_allclose(ProportionalSignal()(pred, pred), [0.8, 0.12, 0, -0.12, -0.8, 0])
-    np.testing.assert_allclose(
-        ProportionalSignal(long_only=True)(pred, pred), [0.8, 0.12, 0, 0, 0, 0]
-    )
-    with pytest.raises(WalkForwardError, match="margin must be in"):
-        ThresholdSignal(margin=0.5)
-
-
 def test_p_up_reaches_kelly_sizing(eurusd: pd.DataFrame) -> None:
     run = walk_forward(
         Spy,
@@ -471,3 +452,43 @@ def test_a_flat_trial_counts_but_has_no_sharpe(duckdb_url: str, small: pd.DataFr
     assert spy.n_trials == 2  # the flat configuration was tried too
     assert spy.config["trials"]["variance_source"].startswith("1/T")
     assert spy.config["trials"]["sharpe_variance"] == pytest.approx(1 / len(spy.signals))
+
+
+class ExplainingSpy(Spy):
+    """A spy that explains itself: one frame naming the bars it was shown."""
+
+    def explain(
+        self, bars: pd.DataFrame, *, context: Context | None = None
+    ) -> dict[str, pd.DataFrame]:
+        self.log.append(("explain", bars.index))
+        return {
+            "seen": pd.DataFrame({"first": [str(bars.index[0])], "last": [str(bars.index[-1])]})
+        }
+
+
+def test_last_fold_model_explains_up_to_its_last_test_bar() -> None:
+    bars = random_walk(600, seed=4)
+    log: list[tuple[Any, ...]] = []
+    splitter = WalkForwardSplit(3, test_size=100)
+    run = walk_forward(
+        lambda seed=None: ExplainingSpy(log, seed), bars, splitter=splitter, progress=False
+    )
+    kinds = [entry[0] for entry in log]
+    assert kinds.count("explain") == 1, "only the last fold's model explains"
+    assert kinds.index("explain") > len(kinds) - 1 - kinds[::-1].index("fit")
+    shown = log[kinds.index("explain")][1]
+    assert shown[-1] == run.predictions.index[-1] == bars.index[-1]
+    assert run.explanations["seen"].loc[0, "last"] == str(bars.index[-1])
+    plain = walk_forward(lambda: Spy(), bars, splitter=splitter, progress=False)
+    assert plain.explanations == {}
+
+
+def test_explain_returning_something_else_is_an_error() -> None:
+    class Bad(ExplainingSpy):
+        def explain(self, bars: pd.DataFrame, *, context: Context | None = None) -> Any:
+            return [1, 2]
+
+    with pytest.raises(WalkForwardError, match=r"'spy': explain must return \{name: frame\}"):
+        walk_forward(
+            lambda: Bad(), random_walk(400, seed=5), splitter=WalkForwardSplit(2, test_size=100)
+        )

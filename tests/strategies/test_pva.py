@@ -132,6 +132,38 @@ def test_fewer_bars_than_one_window_gives_nan(fitted: PVA, eurusd: pd.DataFrame)
     assert pred["p_up"].isna().all() and len(pred) == 10
 
 
+def test_explain_attention_of_the_last_window(fitted: PVA, eurusd: pd.DataFrame) -> None:
+    bars = eurusd.iloc[:1100]
+    before = fitted.predict_proba(bars)
+    out = fitted.explain(bars, n_windows=64)
+    pd.testing.assert_frame_equal(fitted.predict_proba(bars), before)  # changes nothing
+    attention, importance = out["attention"], out["feature_importance"]
+    L, p = fitted.params.window, fitted.params
+    assert list(attention.index) == [
+        *(f"layer {i + 1} head {h + 1}" for i in range(p.n_layers) for h in range(p.n_heads)),
+        "rollout",
+    ]
+    expected = pd.DatetimeIndex(bars.index[-L:]).strftime("%Y-%m-%d %H:%M")
+    assert list(attention.columns) == list(expected)
+    values = attention.to_numpy()
+    assert ((values >= 0) & (values <= 1)).all()
+    np.testing.assert_allclose(values.sum(axis=1), 1.0, rtol=1e-5)  # causal softmax rows
+    assert list(importance.index) == fitted.feature_names_
+    assert importance["importance"].ge(0).all() and importance["importance"].gt(0).any()
+    # only the bars given: the explanation of a prefix ignores what follows it
+    later = fitted.explain(eurusd, n_windows=64)["attention"]
+    assert list(later.columns) != list(attention.columns)
+
+
+def test_explain_bad_input(fitted: PVA, eurusd: pd.DataFrame) -> None:
+    with pytest.raises(NotFittedError, match="call fit"):
+        PVA().explain(eurusd)
+    with pytest.raises(StrategyError, match="n_windows must be a positive integer"):
+        fitted.explain(eurusd, n_windows=0)
+    with pytest.raises(StrategyError, match="no complete window"):
+        fitted.explain(eurusd.iloc[:20])
+
+
 def test_scaler_uses_the_training_slice_only(eurusd: pd.DataFrame) -> None:
     bars = eurusd.iloc[:1000]
     altered = bars.copy()

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from mlengine.backtest.confidence import Reliability
 
@@ -334,4 +335,79 @@ def comparison_figure(
     fig, note = _time_lines(curves, max_points)
     _layout(fig, "Equity of each strategy (growth of 1)" + note, "growth of 1", height=420)
     _log_toggle(fig)
+    return fig
+
+
+def attention_heatmap(frame: pd.DataFrame) -> go.Figure:
+    """The decision bar's attention per layer and head (a heatmap, rows down, the window's
+    bars across, oldest first) above the ``"rollout"`` row drawn as bars on the same axis.
+
+    ``frame`` is :func:`mlengine.nn.extraction.heatmap_frame`'s output (values in [0, 1]).
+    """
+    heads = frame.drop(index="rollout")
+    rollout = frame.loc["rollout"]
+    bars = [html.escape(str(c)) for c in frame.columns]
+    rows = [html.escape(str(r)) for r in heads.index]
+    z = heads.to_numpy(dtype=np.float64)
+    top = max(float(z.max()), 1e-9) if z.size else 1.0
+    head_px, rollout_px = 26 * max(len(rows), 1), 150
+    share = head_px / (head_px + rollout_px)
+    fig = make_subplots(
+        rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[share, 1 - share]
+    )
+    fig.add_trace(
+        go.Heatmap(
+            z=z,
+            x=bars,
+            y=rows,
+            colorscale="Blues",
+            zmin=0.0,
+            zmax=top,
+            xgap=1,
+            ygap=1,
+            colorbar={"title": {"text": "attention"}, "len": share, "y": 1, "yanchor": "top"},
+            hovertemplate="%{y}, bar %{x}: %{z:.3f}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=bars,
+            y=rollout.to_numpy(dtype=np.float64),
+            name="rollout",
+            marker={"color": ORANGE},
+            hovertemplate="bar %{x}: %{y:.3f} of the embedding<extra>rollout</extra>",
+        ),
+        row=2,
+        col=1,
+    )
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(type="category", autorange="reversed", row=1, col=1)
+    fig.update_yaxes(title_text="rollout", rangemode="tozero", row=2, col=1)
+    title = f"Attention of the decision bar over the last {len(bars):,} bars"
+    _layout(fig, title, "", height=140 + head_px + rollout_px)
+    fig.update_layout(hovermode="closest", showlegend=False, bargap=0.1)
+    return fig
+
+
+def feature_importance_figure(frame: pd.DataFrame) -> go.Figure:
+    """Each feature's ``share`` of the total importance (percent), largest at the top."""
+    ordered = frame.sort_values("share", kind="stable")
+    fig = go.Figure(
+        go.Bar(
+            x=ordered["share"].to_numpy(dtype=np.float64) * 100.0,
+            y=[html.escape(str(f)) for f in ordered.index],
+            orientation="h",
+            marker={"color": BLUE},
+            texttemplate="%{x:.1f}%",
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{x:.2f}% of the importance<extra></extra>",
+        )
+    )
+    fig.update_yaxes(type="category")
+    fig.update_xaxes(title_text="share of the total importance (%)", rangemode="tozero")
+    _layout(fig, "Feature importance", "", height=120 + 24 * max(len(ordered), 2))
+    fig.update_layout(hovermode="closest", margin={"r": 60})
     return fig

@@ -74,6 +74,7 @@ header{background:#1d2330;color:#fff;padding:18px 28px}
 header h1{margin:0 0 6px;font-size:22px;font-weight:600}
 header .range{margin:0;color:#c9cfdb}
 nav{background:#fff;border-bottom:1px solid #dde1e8;padding:8px 28px;position:sticky;top:0;
+ display:flex;flex-wrap:wrap;row-gap:4px;
  z-index:10}
 nav a{margin-right:14px;color:#1f77b4;text-decoration:none;white-space:nowrap}
 main{max-width:1280px;margin:0 auto;padding:16px 20px 40px}
@@ -347,6 +348,67 @@ def _comparison_html(
     return body
 
 
+_ATTENTION_CAPTION = (
+    "Each row but the last is one attention head of one layer: how much the window's last bar "
+    "(the one the decision is made on) attends to each bar of the window, oldest on the left; "
+    "a row sums to 1. The bars beneath are the attention rollout: the share of each bar in the "
+    "model's embedding of the window, through all layers and heads."
+)
+
+
+def _attention_html(page: _Page, frame: pd.DataFrame) -> str:
+    if "rollout" not in frame.index:
+        raise ReportError("explanations['attention'] needs a 'rollout' row")
+    if frame.shape[1] == 0:
+        raise ReportError("explanations['attention'] has no bars (columns)")
+    try:
+        values = frame.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ReportError(f"explanations['attention'] must hold numbers: {err}") from None
+    with np.errstate(invalid="ignore"):
+        bad = np.argwhere(~(np.isfinite(values) & (values >= 0.0) & (values <= 1.0)))
+    if bad.size:
+        i, j = bad[0]
+        raise ReportError(
+            f"explanations['attention'] values must be finite and in [0, 1]: row "
+            f"{frame.index[i]!r}, bar {frame.columns[j]!r} is {values[i, j]}"
+        )
+    fig = page.figure(_charts.attention_heatmap(frame), "attention")
+    return fig + f'<p class="muted">{_esc(_ATTENTION_CAPTION)}</p>'
+
+
+def _importance_html(page: _Page, frame: pd.DataFrame) -> str:
+    if "share" not in frame.columns:
+        raise ReportError("explanations['feature_importance'] needs a 'share' column")
+    try:
+        share = frame["share"].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ReportError(f"explanations['feature_importance'] share: {err}") from None
+    if not np.isfinite(share).all():
+        bad = frame.index[int(np.flatnonzero(~np.isfinite(share))[0])]
+        raise ReportError(f"explanations['feature_importance'] share is not finite at {bad!r}")
+    return page.figure(_charts.feature_importance_figure(frame), "feature-importance")
+
+
+def _explanations_html(page: _Page, explanations: Mapping[str, pd.DataFrame]) -> str:
+    """The attention heatmap, the feature importance chart and any other frame as a table."""
+    parts = []
+    for name, frame in _mapping(explanations, "explanations").items():
+        if not isinstance(name, str):
+            raise ReportError(f"explanations keys must be strings, got {name!r}")
+        if not isinstance(frame, pd.DataFrame):
+            raise ReportError(
+                f"explanations[{name!r}] must be a DataFrame, got {type(frame).__name__}"
+            )
+        if name == "attention":
+            parts.append(_attention_html(page, frame))
+        elif name == "feature_importance":
+            parts.append(_importance_html(page, frame))
+        else:
+            parts.append(f"<h3>{_esc(name)}</h3>" + _frame_table(frame))
+    return "".join(parts)
+
+
 @dataclass
 class _Page:
     """The sections of the page, in order, and the number of charts in them."""
@@ -400,6 +462,7 @@ def render_report(
     close: pd.Series | None = None,
     comparison: pd.DataFrame | None = None,
     comparison_equity: Mapping[str, pd.Series] | None = None,
+    explanations: Mapping[str, pd.DataFrame] | None = None,
     extra_sections: Sequence[tuple[str, str]] = (),
     rolling_window: int | None = None,
     max_points: int = MAX_POINTS,
@@ -411,7 +474,9 @@ def render_report(
     engine's ledger (``pnl`` and ``return`` are used). ``p_up`` with ``close`` (same index)
     adds the calibration section; the outcome of bar ``t`` is the sign of
     ``close[t+1] - close[t]``. ``comparison`` has one row per strategy, drawn as a table;
-    ``comparison_equity`` maps names to equities, overlaid. ``extra_sections`` are
+    ``comparison_equity`` maps names to equities, overlaid. ``explanations`` are a model's
+    named frames (:class:`mlengine.strategies.base.Explainable`): ``"attention"`` is drawn as a
+    heatmap, ``"feature_importance"`` as a bar chart, others as tables. ``extra_sections`` are
     ``(title, html)`` pairs; their html is inserted unescaped. ``rolling_window`` (bars)
     defaults to :func:`default_rolling_window`; series longer than ``max_points`` are
     decimated for drawing. Bad input raises :class:`ReportError`.
@@ -477,6 +542,9 @@ def render_report(
     if comparison is not None or comparison_equity is not None:
         body = _comparison_html(page, comparison, comparison_equity, max_points)
         page.add("comparison", "Strategy comparison", body)
+    explained = "" if explanations is None else _explanations_html(page, explanations)
+    if explained:
+        page.add("explanations", "Model explanations", explained)
     for i, extra in enumerate(extra_sections):
         if not (
             isinstance(extra, tuple | list)

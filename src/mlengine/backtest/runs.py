@@ -11,6 +11,9 @@
 * ``trades.parquet`` — the engine's ledger; ``predictions.parquet`` — ``p_up, fold`` and
   the strategy's diagnostics per predicted bar;
 * ``metrics.json`` (``Metrics.to_dict()``), ``verdict.json`` (``Verdict.to_dict()``);
+* ``explain_<name>.parquet`` — each of the strategy's model explanations
+  (:class:`mlengine.strategies.base.Explainable`), named in the manifest's
+  ``explanations``;
 * ``report.html`` — the self-contained report (:mod:`mlengine.backtest.report`), built from
   the files above, so :func:`write_run_report` can rebuild it from a loaded run.
 """
@@ -19,7 +22,8 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -49,6 +53,7 @@ __all__ = [
 _JSON_FILES = ("config", "manifest", "metrics", "verdict")
 _FRAMES = ("equity", "trades", "predictions")
 _VERSIONED = ("mlengine", "numpy", "pandas", "numba", "pyarrow", "scipy", "plotly", "duckdb")
+_EXPLANATION_NAME = re.compile(r"[a-z0-9_]+")
 
 
 class RunError(MLEngineError, ValueError):
@@ -61,7 +66,7 @@ class RunNotFoundError(RunError, LookupError):
 
 @dataclass(frozen=True, eq=False)
 class RunRecord:
-    """A run as saved: its frames and JSON documents."""
+    """A run as saved: its frames, JSON documents and model explanations."""
 
     run_id: str
     path: Path | None  # None: built in memory, not saved
@@ -72,6 +77,7 @@ class RunRecord:
     predictions: pd.DataFrame
     metrics: dict[str, Any]
     verdict: dict[str, Any]
+    explanations: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def report_path(self) -> Path:
@@ -126,9 +132,37 @@ def _fold_rows(run: WalkForwardRun) -> list[dict[str, Any]]:
     ]
 
 
+def _explanation_file(name: object, where: str) -> str:
+    """``explain_<name>.parquet``; ``name`` must be lowercase letters, digits, underscores."""
+    if not (isinstance(name, str) and _EXPLANATION_NAME.fullmatch(name)):
+        raise RunError(
+            f"{where}: explanation name {name!r} must be lowercase letters, digits and underscores"
+        )
+    return f"explain_{name}.parquet"
+
+
+def _explanations(run: WalkForwardRun) -> dict[str, pd.DataFrame]:
+    """``run.explanations`` checked to be stored as they are: DataFrames with text columns."""
+    for name, frame in run.explanations.items():
+        _explanation_file(name, f"run {run.run_id}")
+        if not isinstance(frame, pd.DataFrame):
+            raise RunError(
+                f"run {run.run_id}: explanation {name!r} must be a DataFrame, "
+                f"got {type(frame).__name__}"
+            )
+        labels = [c for c in frame.columns if not isinstance(c, str)]
+        if labels:
+            raise RunError(
+                f"run {run.run_id}: explanation {name!r} has non-text column labels "
+                f"({labels[0]!r}); Parquet stores column labels as text"
+            )
+    return dict(run.explanations)
+
+
 def to_record(run: WalkForwardRun, path: Path | None = None) -> RunRecord:
     """The frames and documents of ``run`` as :func:`save_run` writes them (in memory)."""
     res = run.result
+    explanations = _explanations(run)
     equity = pd.DataFrame(
         {
             "equity": res.equity,
@@ -151,7 +185,10 @@ def to_record(run: WalkForwardRun, path: Path | None = None) -> RunRecord:
         "data_range": run.data_range,
         "folds": _fold_rows(run),
         "versions": _versions(),
-        "files": [f"{n}.json" for n in _JSON_FILES] + [f"{n}.parquet" for n in _FRAMES],
+        "files": [f"{n}.json" for n in _JSON_FILES]
+        + [f"{n}.parquet" for n in _FRAMES]
+        + [_explanation_file(n, run.run_id) for n in explanations],
+        "explanations": list(explanations),
     }
     return RunRecord(
         run_id=run.run_id,
@@ -163,6 +200,7 @@ def to_record(run: WalkForwardRun, path: Path | None = None) -> RunRecord:
         predictions=run.predictions,
         metrics=run.metrics.to_dict(),
         verdict=run.verdict.to_dict(),
+        explanations=explanations,
     )
 
 
@@ -172,11 +210,11 @@ def save_run(run: WalkForwardRun, root: Path | None = None, *, report: bool = Tr
     ``report``: also write ``report.html`` (from the files written, read back).
     """
     path = runs_root(root) / run.run_id
+    record = to_record(run, path)  # checks the run before anything is written
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RunError(f"{path}: cannot create the run directory: {err}") from None
-    record = to_record(run, path)
     if report:
         record.manifest["files"].append("report.html")
     for name in _JSON_FILES:
@@ -184,6 +222,8 @@ def save_run(run: WalkForwardRun, root: Path | None = None, *, report: bool = Tr
         (path / f"{name}.json").write_text(json.dumps(doc, indent=2, allow_nan=False))
     for name in _FRAMES:
         _parquet_safe(getattr(record, name)).to_parquet(path / f"{name}.parquet")
+    for name, frame in record.explanations.items():
+        _parquet_safe(frame).to_parquet(path / _explanation_file(name, str(path)))
     if report:
         write_run_report(load_run(path))
     return path
@@ -216,17 +256,26 @@ def load_run(run: str | Path, root: Path | None = None) -> RunRecord:
         if not isinstance(doc, dict):
             raise RunError(f"{file}: expected a JSON object, got {type(doc).__name__}")
         docs[name] = doc
-    frames: dict[str, pd.DataFrame] = {}
-    for name in _FRAMES:
-        file = path / f"{name}.parquet"
-        if not file.is_file():
-            raise RunError(f"{file}: missing from the run directory")
-        try:
-            frames[name] = pd.read_parquet(file)
-        except Exception as err:  # pyarrow raises several unrelated types on a bad file
-            raise RunError(f"{file}: cannot read Parquet: {err}") from None
+    frames = {name: _read_parquet(path / f"{name}.parquet") for name in _FRAMES}
+    names = docs["manifest"].get("explanations", [])  # absent in runs saved before them
+    if not isinstance(names, list):
+        raise RunError(f"{path / 'manifest.json'}: 'explanations' must be a list of names")
+    explanations = {
+        name: _read_parquet(path / _explanation_file(name, str(path / "manifest.json")))
+        for name in names
+    }
     run_id = str(docs["manifest"].get("run_id", path.name))
-    return RunRecord(run_id=run_id, path=path, **docs, **frames)  # type: ignore[arg-type]
+    parts: dict[str, Any] = {**docs, **frames, "explanations": explanations}
+    return RunRecord(run_id=run_id, path=path, **parts)
+
+
+def _read_parquet(file: Path) -> pd.DataFrame:
+    if not file.is_file():
+        raise RunError(f"{file}: missing from the run directory")
+    try:
+        return pd.read_parquet(file)
+    except Exception as err:  # pyarrow raises several unrelated types on a bad file
+        raise RunError(f"{file}: cannot read Parquet: {err}") from None
 
 
 def report_inputs(record: RunRecord) -> dict[str, Any]:
@@ -247,6 +296,7 @@ def report_inputs(record: RunRecord) -> dict[str, Any]:
         "close": eq["close"],
         "config": record.config,
         "data_range": {**record.manifest.get("data_range", {}), "run_id": record.run_id},
+        "explanations": record.explanations,
     }
 
 

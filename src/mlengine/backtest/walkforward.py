@@ -16,9 +16,14 @@ The kept rows are stitched with their fold id: test windows never overlap, so no
 predicted twice. The backtest covers the out-of-sample (OOS) period, from the first test
 bar to the last; bars in it without a prediction (gaps between windows when ``step >
 test_size``, NaN ``p_up``) are flat. ``to_signal`` turns predictions into target positions
-(:class:`ThresholdSignal` by default: long when ``p_up > 0.5 + margin``, short when
-``p_up < 0.5 - margin``, else flat); the signal frame also carries ``p_up`` so that the
+(rules in :mod:`mlengine.backtest.signals`; :class:`ThresholdSignal` by default: long when
+``p_up > 0.5 + margin``, short when ``p_up < 0.5 - margin``, else flat); the signal frame
+also carries ``p_up`` so that the
 :class:`mlengine.backtest.sizing.Kelly` sizing can scale it.
+
+When the last fold's model is :class:`mlengine.strategies.base.Explainable`, it explains the
+end of its test window (``explain`` on the bars up to it) and the frames go to the run's
+``explanations`` (the report's attention heatmap and feature importance).
 
 The verdict (:func:`mlengine.backtest.validity.assess`) counts the trials recorded in
 ``ml.trials`` for the strategy on the same symbol and timeframe, this run included. When
@@ -46,6 +51,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mlengine.backtest.costs import CostModel
 from mlengine.backtest.engine import DEFAULT_COSTS, BacktestResult, run_backtest
 from mlengine.backtest.metrics import json_value
+from mlengine.backtest.signals import SignalRule, ThresholdSignal
 from mlengine.backtest.sizing import Sizing
 from mlengine.backtest.validity import (
     ValidityConfig,
@@ -59,6 +65,7 @@ from mlengine.data.loader import Fold, WalkForwardSplit
 from mlengine.data.schema import MLEngineError, check_bar_frame
 from mlengine.strategies.base import (
     Context,
+    Explainable,
     PredictionError,
     Strategy,
     check_predictions,
@@ -70,54 +77,18 @@ if TYPE_CHECKING:
     from mlengine.data.store import Store
 
 __all__ = [
-    "ProportionalSignal",
-    "SignalRule",
     "StrategyFactory",
-    "ThresholdSignal",
     "WalkForwardError",
     "WalkForwardRun",
     "walk_forward",
 ]
 
 StrategyFactory = Callable[..., Strategy]
-SignalRule = Callable[[pd.DataFrame, pd.DataFrame], "pd.Series | np.ndarray"]
 _SPLIT_PARAMS = ("n_splits", "test_size", "train_size", "min_train_size", "purge", "embargo")
 
 
 class WalkForwardError(MLEngineError, ValueError):
     """Invalid runner arguments, or a strategy or signal rule that breaks its contract."""
-
-
-@dataclass(frozen=True)
-class ThresholdSignal:
-    """Long when ``p_up > 0.5 + margin``, short when ``p_up < 0.5 - margin``, else flat."""
-
-    margin: float = 0.0
-    long_only: bool = False
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.margin, int | float) and 0.0 <= self.margin < 0.5):
-            raise WalkForwardError(f"margin must be in [0, 0.5), got {self.margin!r}")
-
-    def __call__(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> np.ndarray:
-        p = predictions["p_up"].to_numpy(dtype=np.float64, na_value=np.nan)
-        with np.errstate(invalid="ignore"):
-            pos = np.where(p > 0.5 + self.margin, 1.0, 0.0)
-            if not self.long_only:
-                pos = np.where(p < 0.5 - self.margin, -1.0, pos)
-        return pos
-
-
-@dataclass(frozen=True)
-class ProportionalSignal:
-    """``position = 2 * p_up - 1`` (NaN flat; negative clipped to 0 when ``long_only``)."""
-
-    long_only: bool = False
-
-    def __call__(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> np.ndarray:
-        p = predictions["p_up"].to_numpy(dtype=np.float64, na_value=np.nan)
-        pos = np.nan_to_num(2.0 * p - 1.0, nan=0.0)
-        return np.clip(pos, 0.0 if self.long_only else -1.0, 1.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,6 +115,7 @@ class WalkForwardRun:
     seed: int
     config: dict[str, Any]
     data_range: dict[str, Any] = field(default_factory=dict)
+    explanations: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def metrics(self) -> Metrics:
@@ -261,10 +233,11 @@ def _predict_all(
     seed: int,
     label: str,
     progress: bool,
-) -> tuple[pd.DataFrame, Strategy]:
-    """Stitched OOS predictions of every fold, and the first fold's strategy."""
+) -> tuple[pd.DataFrame, Strategy, Strategy]:
+    """Stitched OOS predictions of every fold, and the first and last folds' strategies."""
     parts: list[pd.DataFrame] = []
     first: Strategy | None = None
+    strategy: Strategy | None = None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     console = Console(stderr=True)
     with Progress(*columns, TimeElapsedColumn(), console=console, disable=not progress) as bar:
@@ -279,12 +252,26 @@ def _predict_all(
                 )
             parts.append(_predict_fold(strategy, bars, fold, history, context))
             bar.advance(task)
-    if first is None:
+    if first is None or strategy is None:
         raise WalkForwardError("the splitter made no fold")
     predictions = pd.concat(parts)
     if not predictions.index.is_unique:  # the splitter's windows never overlap
         raise WalkForwardError("a bar was predicted twice: test windows overlap")
-    return predictions, first
+    return predictions, first, strategy
+
+
+def _explain(
+    strategy: Strategy, bars: pd.DataFrame, fold: Fold, context: Context | None
+) -> dict[str, pd.DataFrame]:
+    """The last fold's model explaining the end of its test window (bars up to it only)."""
+    if not isinstance(strategy, Explainable):
+        return {}
+    out = strategy.explain(bars.iloc[: int(fold.test[-1]) + 1], context=context)
+    if not isinstance(out, dict) or not all(
+        isinstance(k, str) and isinstance(v, pd.DataFrame) for k, v in out.items()
+    ):
+        raise WalkForwardError(f"strategy {strategy.name!r}: explain must return {{name: frame}}")
+    return out
 
 
 def _trials(
@@ -392,7 +379,7 @@ def walk_forward(
     folds = tuple(split.folds(bars))
     rule: SignalRule = to_signal if to_signal is not None else ThresholdSignal()
     symbol, timeframe = str(bars.attrs["symbol"]), str(bars.attrs["timeframe"])
-    predictions, first = _predict_all(
+    predictions, first, last = _predict_all(
         strategy_factory,
         bars,
         folds,
@@ -403,6 +390,7 @@ def walk_forward(
         progress=progress,
     )
     name, params = first.name, strategy_params(first)
+    explanations = _explain(last, bars, folds[-1], context)
 
     oos = bars.iloc[int(folds[0].test[0]) : int(folds[-1].test[-1]) + 1]
     on_oos = predictions.reindex(oos.index)
@@ -483,6 +471,7 @@ def walk_forward(
             "n_oos_bars": len(oos),
             "n_predictions": int(predictions["p_up"].notna().sum()),
         },
+        explanations=explanations,
     )
     if store is not None:
         _record(store, run)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from mlengine.strategies.base import (
     Context,
+    Explainable,
     NotFittedError,
     PredictionError,
     Strategy,
@@ -16,6 +17,7 @@ from mlengine.strategies.base import (
 
 __all__ = [
     "Context",
+    "Explainable",
     "NotFittedError",
     "PredictionError",
     "Strategy",

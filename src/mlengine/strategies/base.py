@@ -32,6 +32,7 @@ from mlengine.data.schema import MLEngineError
 
 __all__ = [
     "Context",
+    "Explainable",
     "NotFittedError",
     "PredictionError",
     "Strategy",
@@ -89,6 +90,27 @@ class Strategy(Protocol):
 
     @classmethod
     def load(cls, path: Path) -> Strategy: ...
+
+
+@runtime_checkable
+class Explainable(Protocol):
+    """Optional: a fitted strategy that can explain its recent predictions.
+
+    ``explain(bars)`` returns named frames for the report and the run directory, computed
+    from ``bars`` (the history up to the last bar to explain) and nothing later. Names
+    with a fixed meaning, drawn as charts by the report:
+
+    * ``"attention"`` — rows ``"layer l head h"`` and ``"rollout"``, columns the bars of
+      the explained window (text labels, oldest first), values the attention the decision
+      bar pays to each bar (:func:`mlengine.nn.extraction.heatmap_frame`);
+    * ``"feature_importance"`` — index ``feature``, columns ``importance`` and ``share``.
+
+    Other names are shown as tables. Column labels are strings (they go to Parquet).
+    """
+
+    def explain(
+        self, bars: pd.DataFrame, *, context: Context | None = None
+    ) -> dict[str, pd.DataFrame]: ...
 
 
 def strategy_params(strategy: object) -> dict[str, Any]:

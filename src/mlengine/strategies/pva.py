@@ -23,6 +23,9 @@ windows: ``p_up`` from the XGBoost head, ``encoder_p_up`` from the linear head, 
 window is not complete. Each value uses its window's bars only (truncation property); as
 with the features, give the full history, not a slice with a different start.
 
+``explain(bars)`` (:class:`mlengine.strategies.base.Explainable`): the attention heatmap
+of the last window and the encoder's feature importance, for the report.
+
 Artefacts (``save``): ``manifest.json`` (parameters, feature names, scaler, encoder config,
 versions, training range), ``encoder.pt`` (``state_dict``, loads with ``weights_only=True``)
 and ``head.ubj`` (XGBoost's binary JSON).
@@ -42,9 +45,11 @@ import torch
 import xgboost as xgb
 
 from mlengine import labels
+from mlengine.data.loader import sliding_windows
 from mlengine.features import check_bars, compute_features
 from mlengine.nn.encoders import TransformerConfig, TransformerEncoder, build_encoder
-from mlengine.strategies._training import EncoderNet, TrainConfig, infer, train
+from mlengine.nn.extraction import extract_attention, feature_importance, heatmap_frame
+from mlengine.strategies._training import EncoderNet, TrainConfig, deterministic, infer, train
 from mlengine.strategies.base import Context, NotFittedError, StrategyError
 from mlengine.strategies.registry import register
 
@@ -287,6 +292,49 @@ class PVA:
                 p_up[idx] = self.booster_.predict(xgb.DMatrix(self._inputs(emb, xs, idx)))
                 enc[idx] = enc_p
         return pd.DataFrame({"p_up": p_up, "encoder_p_up": enc}, index=bars.index)
+
+    def explain(
+        self, bars: pd.DataFrame, *, context: Context | None = None, n_windows: int = 256
+    ) -> dict[str, pd.DataFrame]:
+        """What the encoder looks at, from the last ``n_windows`` complete windows of ``bars``.
+
+        ``attention``: the last window's attention of the decision bar to each bar, per
+        layer and head, plus the rollout (columns: the window's bar times);
+        ``feature_importance``: mean-ablation occlusion of each feature over the windows,
+        scored on the encoder head's probability (the XGBoost head also reads the decision
+        bar's features directly, which this does not measure).
+        """
+        self._check_fitted()
+        check_bars(bars)
+        if isinstance(n_windows, bool) or not isinstance(n_windows, int) or n_windows < 1:
+            raise StrategyError(f"pva: n_windows must be a positive integer, got {n_windows!r}")
+        x = self._features(bars, self.feature_names_).to_numpy(dtype=np.float64)
+        idx = self._decision_bars(x)[-n_windows:]
+        if not idx.size:
+            raise StrategyError(
+                f"pva: {len(bars)} bars hold no complete window of {self.params.window} bars "
+                "to explain"
+            )
+        L = self.params.window
+        windows = sliding_windows(self.scaler_.transform(x).astype(np.float32), L)
+        batch = torch.from_numpy(np.ascontiguousarray(windows[idx - (L - 1)]))
+        encoder = self.net_.encoder
+        with deterministic():
+            maps = extract_attention(encoder, batch)
+            head = self.net_.head
+
+            def p_up(emb: np.ndarray) -> np.ndarray:
+                with torch.no_grad():
+                    logit = head(torch.from_numpy(emb.astype(np.float32))).squeeze(-1)
+                return torch.sigmoid(logit).numpy()
+
+            importance = feature_importance(
+                encoder, batch, feature_names=self.feature_names_, score=p_up
+            )
+        last = int(idx[-1])
+        times = pd.DatetimeIndex(bars.index[last - L + 1 : last + 1]).strftime("%Y-%m-%d %H:%M")
+        attention = heatmap_frame(maps, window=-1, bars=list(times))
+        return {"attention": attention, "feature_importance": importance}
 
     # -- artefacts --------------------------------------------------------------------------
 
