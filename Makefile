@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_resample.py
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_features.py
+	$(PY) benchmarks/bench_pva.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

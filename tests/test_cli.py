@@ -99,19 +99,22 @@ def test_backtest_compares_baselines_and_report_rebuilds(tmp_path: Path) -> None
     db = f"duckdb:///{(tmp_path / 'store.duckdb').as_posix()}"
     out = tmp_path / "compare.html"
     code, stdout, err = _run(
-        "backtest", "--dataset", "eurusd_1h", "--strategy", "sma_10_50", "--strategy",
-        "buy_and_hold", "--out", str(out), "--db", db,
+        "backtest", "--dataset", "eurusd_1h", "--strategy", "sma_crossover", "--strategy",
+        "buy_and_hold", "--param", "sma_crossover.fast=5", "--param", "sma_crossover.slow=30",
+        "--test-size", "30D", "--min-train", "720", "--out", str(out), "--db", db,
     )  # fmt: skip
     assert code == 0, stdout + err
     assert out.exists() and "<html" in out.read_text()[:200].lower()
-    assert "sma_10_50" in stdout and "buy_and_hold" in stdout
+    assert "sma_crossover" in stdout and "buy_and_hold" in stdout
     run_ids = [line.split()[-1] for line in stdout.splitlines() if " run " in line]
     assert len(run_ids) == 2
     rebuilt = tmp_path / "rebuilt.html"
     code, stdout, err = _run("report", run_ids[0], "--out", str(rebuilt))
     assert code == 0, stdout + err
     assert rebuilt.stat().st_size > 100_000
-    assert load_run(run_ids[0]).run_id == run_ids[0]
+    record = load_run(run_ids[0])
+    assert record.run_id == run_ids[0]
+    assert record.config["params"] == {"fast": 5, "slow": 30, "allow_short": True}
 
 
 def test_backtest_rejects_unknown_strategy_and_negative_costs(duckdb_url: str) -> None:
@@ -121,6 +124,43 @@ def test_backtest_rejects_unknown_strategy_and_negative_costs(duckdb_url: str) -
     code, _, err = _run("backtest", "--dataset", "eurusd_1h", "--commission-bps", "-1")
     assert code == 2
     assert "commission" in err
+
+
+def test_bad_params_are_clear_errors() -> None:
+    cases = [
+        (("--strategy", "pva", "--strategy", "tsmom", "--param", "window=8"), "name the strategy"),
+        (("--strategy", "pva", "--param", "mrd.window=8"), "'mrd' is not among"),
+        (("--strategy", "pva", "--param", "window"), "KEY=VALUE"),
+        (("--strategy", "pva", "--param", "window=0"), "window must be a positive integer"),
+        (("--strategy", "pva", "--enter", "0.7"), "enter"),
+    ]
+    for args, message in cases:
+        code, _, err = _run("backtest", "--dataset", "eurusd_1h", *args)
+        assert code == 2, args
+        assert message in err, (args, err)
+
+
+def test_train_pva_on_a_symbol_imports_the_bundled_sample(duckdb_url: str) -> None:
+    from mlengine.backtest.runs import load_run
+    from mlengine.config import get_settings
+
+    small = ("window=16", "d_model=16", "n_heads=2", "n_layers=1", "epochs=2", "n_estimators=20")
+    tiny = [arg for p in small for arg in ("--param", p)]
+    code, out, err = _run(
+        "train", "--strategy", "pva", "--symbol", "EURUSD", "--timeframe", "1h", *tiny,
+        "--test-size", "90D", "--min-train", "3000", "--db", duckdb_url,
+    )  # fmt: skip
+    assert code == 0, out + err
+    assert "importing the bundled eurusd_1h" in out
+    assert "buy_and_hold" in out
+    run_id = next(line.split()[-1] for line in out.splitlines() if line.startswith("pva run "))
+    record = load_run(run_id)
+    assert record.config["params"]["window"] == 16
+    assert "attention" in record.explanations
+    model = get_settings().data_dir / "models" / "EURUSD_1h" / "pva"
+    assert (model / "manifest.json").is_file() and (model / "training.json").is_file()
+    code, out, _ = _run("data", "list", "--db", duckdb_url)
+    assert "6,225" in out, "the bundled sample was stored once"
 
 
 def test_report_of_unknown_run_is_a_clear_error() -> None:

@@ -219,102 +219,204 @@ def _parse_mapping(items: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _bars_for(
-    dataset: str | None, symbol: str | None, timeframe: str | None, db: str | None
-) -> Any:
-    """Bars from a bundled dataset, or a stored series."""
+_BUNDLED = {("EURUSD", "1h"): "eurusd_1h", ("BTCUSD", "1h"): "btcusd_1h_coinbase"}
+_BUNDLED[("BTCUSD", "15m")] = "btcusd_15m"
+
+
+def _bars_for(dataset: str | None, symbol: str | None, timeframe: str | None, store: Any) -> Any:
+    """Bars from a bundled dataset, or a stored series. A series missing from the store that
+    a bundled sample holds is imported first (said on the console)."""
     from mlengine import datasets
 
     if dataset:
         return datasets.load(dataset)
-    if symbol and timeframe:
-        with _store(db) as store:
-            return store.read_bars(symbol, timeframe)
-    raise typer.BadParameter("give --dataset NAME, or --symbol and --timeframe of stored bars")
+    if not (symbol and timeframe):
+        raise typer.BadParameter("give --dataset NAME, or --symbol and --timeframe")
+    stored = store.list_series()
+    known = ((stored["symbol"] == symbol) & (stored["timeframe"] == timeframe)).any()
+    bundled = _BUNDLED.get((symbol, timeframe))
+    if not known and bundled:
+        console.print(f"{symbol} {timeframe} is not in the store: importing the bundled {bundled}")
+        store.write_bars(datasets.load(bundled))
+    return store.read_bars(symbol, timeframe)
 
 
-def _baselines(fast: int, slow: int, lookback: int) -> dict[str, Any]:
-    """Factories of the registered rule baselines, named by their parameters."""
-    from mlengine.strategies import registry
-
-    return {
-        f"sma_{fast}_{slow}": lambda: registry.create("sma_crossover", fast=fast, slow=slow),
-        f"tsmom_{lookback}": lambda: registry.create("tsmom", lookback=lookback),
-        "buy_and_hold": lambda: registry.create("buy_and_hold"),
-    }
+def _parse_value(text: str) -> Any:
+    """JSON scalars and lists (``32``, ``0.1``, ``true``, ``["returns"]``), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
-def _compare_baselines(
-    bars: Any,
-    *,
-    strategies: list[str] | None,
-    test_size: str,
-    min_train: int,
-    costs: Any,
-    store: Any,
-    runs_dir: Path | None = None,
-    fast: int = 10,
-    slow: int = 50,
-    lookback: int = 24,
-) -> Any:
-    from mlengine.backtest.compare import compare
+def _parse_params(items: list[str], strategies: list[str]) -> dict[str, dict[str, Any]]:
+    """``--param [STRATEGY.]KEY=VALUE`` per strategy; without ``STRATEGY.`` only when one
+    strategy is chosen."""
+    out: dict[str, dict[str, Any]] = {name: {} for name in strategies}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--param expects [STRATEGY.]KEY=VALUE, got {item!r}")
+        owner, dot, field = key.rpartition(".")
+        if not dot:
+            if len(strategies) != 1:
+                raise typer.BadParameter(
+                    f"--param {item!r}: name the strategy (STRATEGY.{key}=...) when several run"
+                )
+            owner = strategies[0]
+        if owner not in out:
+            raise typer.BadParameter(f"--param {item!r}: {owner!r} is not among {strategies}")
+        out[owner][field] = _parse_value(value)
+    return out
+
+
+def _signal_rule(enter: float, exit_: float, min_hold: int) -> Any:
+    from mlengine.backtest.signals import HysteresisSignal
+
+    return HysteresisSignal(enter=enter, exit=exit_, min_hold=min_hold)
+
+
+def _splitter(test_size: str, min_train: int) -> Any:
     from mlengine.data.loader import WalkForwardSplit
 
-    factories = _baselines(fast, slow, lookback)
-    chosen = strategies or list(factories)
-    unknown = [name for name in chosen if name not in factories]
-    if unknown:
-        raise typer.BadParameter(f"unknown strategies {unknown}: choose from {list(factories)}")
-    splitter = WalkForwardSplit(test_size=test_size, min_train_size=min_train)
-    return compare(
-        {name: factories[name] for name in chosen},
-        bars,
-        splitter=splitter,
-        costs=costs,
-        store=store,
-        save=runs_dir if runs_dir is not None else True,
+    return WalkForwardSplit(test_size=test_size, min_train_size=min_train)
+
+
+def _costs(commission_bps: float, spread_bps: float, slippage_bps: float) -> Any:
+    from mlengine.backtest.costs import CostModel
+
+    costs = CostModel(
+        commission_bps=commission_bps, spread_bps=spread_bps, slippage_bps=slippage_bps
     )
+    return costs.check()
+
+
+def _factories(chosen: list[str], params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    from mlengine.pipeline import strategy_factory
+
+    return {name: strategy_factory(name, params[name]) for name in chosen}
+
+
+BASELINES = ["sma_crossover", "tsmom", "buy_and_hold"]
+DatasetOption = Annotated[str | None, typer.Option(help="Bundled dataset, e.g. eurusd_1h.")]
+SymbolOption = Annotated[str | None, typer.Option(help="Symbol (stored, or a bundled sample).")]
+TimeframeOption = Annotated[str | None, typer.Option(help="Timeframe, e.g. 1h.")]
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="Hyper-parameter [STRATEGY.]KEY=VALUE (JSON value), repeatable."),
+]
+TestSizeOption = Annotated[str, typer.Option(help="Walk-forward test window, e.g. 60D.")]
+MinTrainOption = Annotated[int, typer.Option(help="Minimum training bars of a fold.")]
+EnterOption = Annotated[
+    float, typer.Option(help="Signal: enter when p_up leaves 0.5 by more than this.")
+]
+ExitOption = Annotated[
+    float, typer.Option("--exit", help="Signal: leave when p_up is back within 0.5 + this.")
+]
+MinHoldOption = Annotated[int, typer.Option(help="Signal: bars a position is held at least.")]
+CommissionOption = Annotated[float, typer.Option(help="Commission, bps of notional.")]
+SpreadOption = Annotated[float, typer.Option(help="Spread, bps (half paid each side).")]
+SlippageOption = Annotated[float, typer.Option(help="Slippage, bps.")]
+SeedOption = Annotated[int, typer.Option(help="Base seed (fold k uses seed + k).")]
+
+
+@app.command()
+def train(
+    strategy: Annotated[str, typer.Option(help="Registered strategy, e.g. pva.")],
+    dataset: DatasetOption = None,
+    symbol: SymbolOption = None,
+    timeframe: TimeframeOption = None,
+    param: ParamOption = None,
+    test_size: TestSizeOption = "60D",
+    min_train: MinTrainOption = 2000,
+    enter: EnterOption = 0.03,
+    exit_: ExitOption = 0.0,
+    min_hold: MinHoldOption = 1,
+    commission_bps: CommissionOption = 2.0,
+    spread_bps: SpreadOption = 2.0,
+    slippage_bps: SlippageOption = 1.0,
+    seed: SeedOption = 0,
+    db: DbOption = None,
+) -> None:
+    """Walk-forward train STRATEGY on one asset: OOS predictions, backtest with costs,
+    verdict, HTML report; then fit the live model on all bars and save it."""
+    from mlengine.pipeline import train_strategy
+
+    with _errors():
+        params = _parse_params(param or [], [strategy])[strategy]
+        rule = _signal_rule(enter, exit_, min_hold)
+        costs = _costs(commission_bps, spread_bps, slippage_bps)
+        with _store(db) as store:
+            bars = _bars_for(dataset, symbol, timeframe, store)
+            result = train_strategy(
+                strategy,
+                bars,
+                params=params,
+                splitter=_splitter(test_size, min_train),
+                to_signal=rule,
+                costs=costs,
+                store=store,
+                seed=seed,
+            )
+        run = result.run
+        console.print(result.comparison.to_rich())
+        console.print(run.verdict.to_rich())
+        console.print(f"[bold]{strategy}[/] run {run.run_id}")
+        console.print(f"report: {_run_report(run.run_id)}")
+        console.print(f"model: {result.model_dir}")
+
+
+def _run_report(run_id: str) -> Path:
+    from mlengine.backtest.runs import runs_root
+
+    return runs_root() / run_id / "report.html"
 
 
 @app.command()
 def backtest(
-    dataset: Annotated[str | None, typer.Option(help="Bundled dataset, e.g. eurusd_1h.")] = None,
-    symbol: Annotated[str | None, typer.Option(help="Stored symbol.")] = None,
-    timeframe: Annotated[str | None, typer.Option(help="Timeframe of the stored series.")] = None,
+    dataset: DatasetOption = None,
+    symbol: SymbolOption = None,
+    timeframe: TimeframeOption = None,
     strategy: Annotated[
         list[str] | None,
-        typer.Option(help="Baselines to compare (default all): sma_F_S, tsmom_L, buy_and_hold."),
+        typer.Option(help="Registered strategies to compare (default: the rule baselines)."),
     ] = None,
-    fast: Annotated[int, typer.Option(help="SMA crossover fast window.")] = 10,
-    slow: Annotated[int, typer.Option(help="SMA crossover slow window.")] = 50,
-    lookback: Annotated[int, typer.Option(help="Time-series momentum lookback (bars).")] = 24,
-    test_size: Annotated[str, typer.Option(help="Walk-forward test window, e.g. 30D.")] = "30D",
-    min_train: Annotated[int, typer.Option(help="Minimum training bars.")] = 720,
-    commission_bps: Annotated[float, typer.Option(help="Commission, bps of notional.")] = 2.0,
-    spread_bps: Annotated[float, typer.Option(help="Spread, bps (half paid each side).")] = 2.0,
-    slippage_bps: Annotated[float, typer.Option(help="Slippage, bps.")] = 1.0,
+    param: ParamOption = None,
+    test_size: TestSizeOption = "60D",
+    min_train: MinTrainOption = 2000,
+    enter: EnterOption = 0.03,
+    exit_: ExitOption = 0.0,
+    min_hold: MinHoldOption = 1,
+    commission_bps: CommissionOption = 2.0,
+    spread_bps: SpreadOption = 2.0,
+    slippage_bps: SlippageOption = 1.0,
+    seed: SeedOption = 0,
     out: Annotated[Path | None, typer.Option(help="Comparison report (HTML) path.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Walk-forward backtest of the rule baselines, compared, with validity verdicts."""
-    from mlengine.backtest.costs import CostModel
+    """Walk-forward backtest of registered strategies on one asset, side by side, with
+    validity verdicts and one report per run plus a comparison report."""
+    from mlengine.pipeline import evaluate
+    from mlengine.strategies import registry
 
+    chosen = list(dict.fromkeys(strategy or BASELINES))
     with _errors():
-        costs = CostModel(
-            commission_bps=commission_bps, spread_bps=spread_bps, slippage_bps=slippage_bps
-        ).check()
-        bars = _bars_for(dataset, symbol, timeframe, db)
+        for name in chosen:
+            registry.get(name)  # an unknown name lists the known ones
+        params = _parse_params(param or [], chosen)
+        rule = _signal_rule(enter, exit_, min_hold)
+        costs = _costs(commission_bps, spread_bps, slippage_bps)
         with _store(db) as store:
-            result = _compare_baselines(
+            bars = _bars_for(dataset, symbol, timeframe, store)
+            result = evaluate(
+                _factories(chosen, params),
                 bars,
-                strategies=strategy,
-                test_size=test_size,
-                min_train=min_train,
+                splitter=_splitter(test_size, min_train),
+                to_signal=rule,
                 costs=costs,
                 store=store,
-                fast=fast,
-                slow=slow,
-                lookback=lookback,
+                seed=seed,
+                save=True,
             )
         console.print(result.to_rich())
         for name, run in result.runs.items():
@@ -353,15 +455,18 @@ def demo(
         Path | None, typer.Option(help="Where the embedded store lives (default: ./data).")
     ] = None,
 ) -> None:
-    """Bundled real data → embedded store → quality reports → walk-forward baselines → HTML."""
+    """Bundled real data → embedded store → quality reports → PVA trained walk-forward on
+    EURUSD 1h beside buy-and-hold → rule baselines on EURUSD and BTCUSD 1h → HTML reports."""
     from mlengine import datasets
-    from mlengine.backtest.costs import CostModel
     from mlengine.config import Settings, get_settings
     from mlengine.data.store import open_store
     from mlengine.data.validate import validate
+    from mlengine.pipeline import evaluate, train_strategy
 
     settings = Settings(data_dir=data_dir) if data_dir else get_settings()
     url = f"duckdb:///{(settings.data_dir / 'mlengine.duckdb').as_posix()}"
+    runs_dir, reports_dir = settings.data_dir / "runs", settings.data_dir / "reports"
+    costs = _costs(commission_bps=2.0, spread_bps=2.0, slippage_bps=1.0)
     reports: list[Path] = []
     with _errors(), open_store(url) as store:
         for name in datasets.names():
@@ -374,22 +479,34 @@ def demo(
             console.print(f"[green]stored[/] {written:,} bars")
         console.rule("[bold]store")
         console.print(store.list_series().to_string(index=False))
-        costs = CostModel(commission_bps=2.0, spread_bps=2.0, slippage_bps=1.0)
+
+        console.rule("[bold]PVA, walk-forward: EURUSD 1h")
+        trained = train_strategy(
+            "pva",
+            store.read_bars("EURUSD", "1h"),
+            costs=costs,
+            store=store,
+            runs_dir=runs_dir,
+            models_dir=settings.data_dir / "models",
+        )
+        console.print(trained.comparison.to_rich())
+        console.print(trained.run.verdict.to_rich())
+        console.print(f"live model: {trained.model_dir}")
+        path = reports_dir / "demo_pva_EURUSD_1h.html"
+        reports.append(trained.comparison.write_report(path, main="pva"))
+
+        factories = _factories(BASELINES, {name: {} for name in BASELINES})
         for symbol in ("EURUSD", "BTCUSD"):
-            bars = store.read_bars(symbol, "1h")
             console.rule(f"[bold]walk-forward baselines: {symbol} 1h")
-            result = _compare_baselines(
-                bars,
-                strategies=None,
-                test_size="30D",
-                min_train=720,
+            result = evaluate(
+                factories,
+                store.read_bars(symbol, "1h"),
                 costs=costs,
                 store=store,
-                runs_dir=settings.data_dir / "runs",
+                save=runs_dir,
             )
             console.print(result.to_rich())
-            path = settings.data_dir / "reports" / f"demo_{symbol}_1h.html"
-            reports.append(result.write_report(path))
+            reports.append(result.write_report(reports_dir / f"demo_{symbol}_1h.html"))
     console.rule("[bold]reports")
     for path in reports:
         console.print(f"report: {path}")

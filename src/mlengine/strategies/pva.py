@@ -64,7 +64,7 @@ _MIN_ROWS = 20  # fewest decision bars for each of the training and validation s
 class PVAParams:
     """PVA hyper-parameters (small CPU-friendly defaults)."""
 
-    window: int = 64
+    window: int = 32
     horizon: int = 1
     dead_zone: float = 0.0  # bps
     features: tuple[str, ...] = ("returns", "volatility")
@@ -73,7 +73,7 @@ class PVAParams:
     n_layers: int = 2
     d_ff: int = 64
     dropout: float = 0.1
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 128
     learning_rate: float = 1e-3
     patience: int = 3
