@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_resample.py
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_features.py
-	$(PY) benchmarks/bench_pva.py
+	$(PY) benchmarks/bench_walkforward.py --strategy pva --dataset eurusd_1h
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from rich.console import Console
 
 from mlengine.backtest.compare import Comparison, compare
 from mlengine.backtest.costs import CostModel
@@ -168,7 +170,9 @@ def train_strategy(
     model_dir = None
     if save_model:
         model = factory(seed=seed)
-        model.fit(bars)
+        status = Console(stderr=True).status(f"fitting the live {name} model on {len(bars):,} bars")
+        with status if progress else nullcontext():
+            model.fit(bars)
         model_dir = models_root(models_dir) / f"{run.symbol}_{run.timeframe}" / name
         model.save(model_dir)
         training = {

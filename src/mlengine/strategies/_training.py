@@ -1,5 +1,5 @@
-"""Private helpers of the PVA strategy: the encoder-plus-linear-head network, its seeded
-training loop with early stopping, and batched inference."""
+"""Private helpers of the neural strategies: the encoder-plus-linear-head network, its
+seeded training loop with early stopping, and batched inference."""
 
 from __future__ import annotations
 
@@ -20,17 +20,31 @@ __all__ = ["EncoderNet", "TrainConfig", "deterministic", "infer", "train"]
 
 
 class EncoderNet(nn.Module):
-    """A window encoder and a linear head giving the logit of "up"."""
+    """A window encoder and a linear head: one logit of "up" (``n_outputs = 1``, binary)
+    or one logit per class (``n_outputs > 1``, softmax)."""
 
-    def __init__(self, encoder: WindowEncoder) -> None:
+    def __init__(self, encoder: WindowEncoder, n_outputs: int = 1) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.embedding_dim, 1)
+        self.n_outputs = n_outputs
+        self.head = nn.Linear(encoder.embedding_dim, n_outputs)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Embeddings ``(B, E)`` and logits ``(B,)`` of the windows ``x`` ``(B, L, F)``."""
+        """Embeddings ``(B, E)`` and logits (``(B,)`` binary, else ``(B, C)``) of the
+        windows ``x`` ``(B, L, F)``."""
         z = self.encoder(x)
-        return z, self.head(z).squeeze(-1)
+        logits = self.head(z)
+        return z, logits.squeeze(-1) if self.n_outputs == 1 else logits
+
+    def probabilities(self, logits: Tensor) -> np.ndarray:
+        """Probability of "up" ``(B,)`` (binary) or of each class ``(B, C)``."""
+        if self.n_outputs == 1:
+            return torch.sigmoid(logits.reshape(logits.shape[0])).numpy().astype(np.float64)
+        return torch.softmax(logits, dim=-1).numpy().astype(np.float64)
+
+    def loss(self) -> nn.Module:
+        """Mean binary or categorical cross-entropy of logits against targets."""
+        return nn.BCEWithLogitsLoss() if self.n_outputs == 1 else nn.CrossEntropyLoss()
 
 
 @dataclass(frozen=True)
@@ -66,12 +80,12 @@ def deterministic(seed: int | None = None) -> Iterator[None]:
 
 
 def _loss(net: EncoderNet, loader: DataLoader[tuple[Tensor, Tensor]]) -> float:
-    fn = nn.BCEWithLogitsLoss(reduction="sum")
+    fn = net.loss()
     total, count = 0.0, 0
     net.eval()
     with torch.no_grad():
         for x, y in loader:
-            total += float(fn(net(x)[1], y))
+            total += float(fn(net(x)[1], y)) * int(y.shape[0])
             count += int(y.shape[0])
     return total / max(count, 1)
 
@@ -85,7 +99,8 @@ def train(
     val_idx: np.ndarray,
     cfg: TrainConfig,
 ) -> tuple[int, float]:
-    """Train ``net`` with BCE on ``target`` (0/1 per bar) at the decision bars ``train_idx``;
+    """Train ``net`` with cross-entropy on ``target`` (0/1 float per bar when binary, class
+    ids otherwise) at the decision bars ``train_idx`` (repeats allowed: oversampling);
     keep the weights of the epoch with the lowest loss on ``val_idx`` (early stopping after
     ``patience`` epochs without improvement). Returns (best epoch, best validation loss)."""
     with deterministic(cfg.seed):
@@ -95,7 +110,7 @@ def train(
         loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen)
         val_loader = DataLoader(val_set, batch_size=1024)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate)
-        fn = nn.BCEWithLogitsLoss()
+        fn = net.loss()
         best = (0, _loss(net, val_loader))
         best_state = copy.deepcopy(net.state_dict())
         for epoch in range(1, cfg.epochs + 1):
@@ -117,18 +132,19 @@ def train(
 def infer(
     net: EncoderNet, features: np.ndarray, window: int, idx: np.ndarray, batch_size: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings ``(len(idx), E)`` and head probabilities ``(len(idx),)`` of the windows
-    ending at the decision bars ``idx`` (eval mode, no gradients)."""
+    """Embeddings ``(len(idx), E)`` and head probabilities (``(len(idx),)`` binary, else
+    ``(len(idx), C)``) of the windows ending at the decision bars ``idx`` (eval mode, no
+    gradients)."""
     windows = sliding_windows(np.ascontiguousarray(features, dtype=np.float32), window)
     emb, prob = [], []
     net.eval()
     with deterministic(), torch.no_grad():
         for lo in range(0, len(idx), batch_size):
             chunk = idx[lo : lo + batch_size] - (window - 1)
-            z, logit = net(torch.from_numpy(np.ascontiguousarray(windows[chunk])))
+            z, logits = net(torch.from_numpy(np.ascontiguousarray(windows[chunk])))
             emb.append(z.numpy().astype(np.float64))
-            prob.append(torch.sigmoid(logit).numpy().astype(np.float64))
-    d = net.encoder.embedding_dim
+            prob.append(net.probabilities(logits))
     if not emb:
-        return np.empty((0, d)), np.empty(0)
+        shape = (0,) if net.n_outputs == 1 else (0, net.n_outputs)
+        return np.empty((0, net.encoder.embedding_dim)), np.empty(shape)
     return np.concatenate(emb), np.concatenate(prob)
