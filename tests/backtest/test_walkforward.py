@@ -483,6 +483,22 @@ def test_last_fold_model_explains_up_to_its_last_test_bar() -> None:
     assert plain.explanations == {}
 
 
+def test_summary_of_the_stitched_oos_predictions_joins_the_explanations() -> None:
+    class Summarizing(Spy):
+        def summarize(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> Any:
+            assert predictions.index.equals(bars.index)
+            counts = predictions.groupby("fold").size()
+            return {"per_fold": counts.rename("bars").reset_index().astype({"fold": str})}
+
+    bars = random_walk(600, seed=6)
+    run = walk_forward(
+        lambda: Summarizing(), bars, splitter=WalkForwardSplit(3, test_size=100), progress=False
+    )
+    summary = run.explanations["per_fold"]
+    assert list(summary["bars"]) == [100, 100, 100]
+    assert list(summary["fold"]) == ["0", "1", "2"]
+
+
 def test_explain_returning_something_else_is_an_error() -> None:
     class Bad(ExplainingSpy):
         def explain(self, bars: pd.DataFrame, *, context: Context | None = None) -> Any:

@@ -23,7 +23,9 @@ also carries ``p_up`` so that the
 
 When the last fold's model is :class:`mlengine.strategies.base.Explainable`, it explains the
 end of its test window (``explain`` on the bars up to it) and the frames go to the run's
-``explanations`` (the report's attention heatmap and feature importance).
+``explanations`` (the report's attention heatmap and feature importance); a
+:class:`mlengine.strategies.base.Summarizable` strategy adds its summary of the stitched
+OOS predictions (e.g. per-regime statistics).
 
 The verdict (:func:`mlengine.backtest.validity.assess`) counts the trials recorded in
 ``ml.trials`` for the strategy on the same symbol and timeframe, this run included. When
@@ -68,6 +70,7 @@ from mlengine.strategies.base import (
     Explainable,
     PredictionError,
     Strategy,
+    Summarizable,
     check_predictions,
     strategy_params,
 )
@@ -260,17 +263,33 @@ def _predict_all(
     return predictions, first, strategy
 
 
-def _explain(
-    strategy: Strategy, bars: pd.DataFrame, fold: Fold, context: Context | None
-) -> dict[str, pd.DataFrame]:
-    """The last fold's model explaining the end of its test window (bars up to it only)."""
-    if not isinstance(strategy, Explainable):
-        return {}
-    out = strategy.explain(bars.iloc[: int(fold.test[-1]) + 1], context=context)
+def _frames(out: object, who: str) -> dict[str, pd.DataFrame]:
     if not isinstance(out, dict) or not all(
         isinstance(k, str) and isinstance(v, pd.DataFrame) for k, v in out.items()
     ):
-        raise WalkForwardError(f"strategy {strategy.name!r}: explain must return {{name: frame}}")
+        raise WalkForwardError(f"{who} must return {{name: frame}}")
+    return out
+
+
+def _explain(
+    first: Strategy,
+    last: Strategy,
+    bars: pd.DataFrame,
+    fold: Fold,
+    on_oos: pd.DataFrame,
+    oos: pd.DataFrame,
+    context: Context | None,
+) -> dict[str, pd.DataFrame]:
+    """The last fold's model explaining the end of its test window (bars up to it only),
+    then the strategy's summary of the stitched OOS predictions."""
+    out: dict[str, pd.DataFrame] = {}
+    if isinstance(last, Explainable):
+        shown = bars.iloc[: int(fold.test[-1]) + 1]
+        explained = last.explain(shown, context=context)
+        out |= _frames(explained, f"strategy {last.name!r}: explain")
+    if isinstance(first, Summarizable):
+        summary = first.summarize(on_oos, oos)
+        out |= _frames(summary, f"strategy {first.name!r}: summarize")
     return out
 
 
@@ -390,10 +409,9 @@ def walk_forward(
         progress=progress,
     )
     name, params = first.name, strategy_params(first)
-    explanations = _explain(last, bars, folds[-1], context)
-
     oos = bars.iloc[int(folds[0].test[0]) : int(folds[-1].test[-1]) + 1]
     on_oos = predictions.reindex(oos.index)
+    explanations = _explain(first, last, bars, folds[-1], on_oos, oos, context)
     signals = pd.DataFrame(
         {"position": _signal(rule, on_oos, oos), "p_up": on_oos["p_up"].fillna(0.5).to_numpy()},
         index=oos.index,

@@ -11,6 +11,7 @@ from mlengine.strategies.base import (
     PredictionError,
     Strategy,
     StrategyError,
+    Summarizable,
     check_predictions,
     strategy_params,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "PredictionError",
     "Strategy",
     "StrategyError",
+    "Summarizable",
     "check_predictions",
     "strategy_params",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "PredictionError",
     "Strategy",
     "StrategyError",
+    "Summarizable",
     "check_predictions",
     "strategy_params",
 ]
@@ -110,6 +111,23 @@ class Explainable(Protocol):
 
     def explain(
         self, bars: pd.DataFrame, *, context: Context | None = None
+    ) -> dict[str, pd.DataFrame]: ...
+
+
+@runtime_checkable
+class Summarizable(Protocol):
+    """Optional: a strategy that summarises its stitched out-of-sample predictions.
+
+    ``summarize(predictions, bars)`` gets the walk-forward's OOS predictions (``p_up``,
+    ``fold`` and the diagnostics, on the OOS bars; NaN rows where a bar has no prediction)
+    and the OOS bars; it returns named frames (e.g. per-regime statistics, breakout
+    precision and recall) that join the run's explanations. It must use the strategy's
+    parameters only, not one fold's fitted state (the runner calls it on the first fold's
+    model).
+    """
+
+    def summarize(
+        self, predictions: pd.DataFrame, bars: pd.DataFrame
     ) -> dict[str, pd.DataFrame]: ...
 
 
