@@ -5,17 +5,21 @@ Run: ``.venv/bin/python benchmarks/bench_features.py``. Prints and writes
 
 The TA-Lib calls are recorded by running the feature set once with every ``talib``
 function wrapped (name, arguments), then replayed on the same arrays in this process.
-Two sums are reported:
+Three sums are reported:
 
 * ``talib_sum_s`` — each call timed on its own, its output dropped at once (the allocator
-  hands the next call the same warm pages): the pure compute of the calls.
+  hands the next call the same warm pages): the pure compute of the calls, a lower bound.
+* ``talib_inside_s`` — the time spent inside the TA-Lib calls while the feature set runs
+  (each call timed where it is made): the calls as the feature set makes them.
 * ``talib_kept_s`` — the calls back to back with every output kept, as a feature set must
   keep them: each output is then fresh memory the kernel has to zero, like the columns of
   the feature frame.
 
-``ratio`` is ``features_s / talib_sum_s`` (the goal: <= 1.5); ``ratio_kept`` is
-``features_s / talib_kept_s``. Each figure is the best of ``REPEAT`` runs; the two whole
-passes alternate over ``ROUNDS`` rounds so that both see the same machine state.
+The goal is ``features_s <= 1.5 x`` the sum of the feature set's TA-Lib calls:
+``ratio`` = ``features_s / talib_sum_s`` (the strict reading), ``ratio_inside`` =
+``features_s / talib_inside_s`` and ``ratio_kept`` = ``features_s / talib_kept_s``.
+Each figure is the best of ``REPEAT`` runs; the two whole passes alternate over
+``ROUNDS`` rounds so that both see the same machine state.
 """
 
 from __future__ import annotations
@@ -79,6 +83,30 @@ def _kept_pass(calls: list[Call]) -> list[Any]:
     return [getattr(talib, name)(*args, **kwargs) for name, args, kwargs in calls]
 
 
+def _inside(bars: pd.DataFrame) -> float:
+    """Seconds spent inside TA-Lib during one ``compute_features(bars)`` run."""
+    spent = [0.0]
+    originals = {name: getattr(talib, name) for name in talib.get_functions()}
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            out = fn(*args, **kwargs)
+            spent[0] += time.perf_counter() - start
+            return out
+
+        return timed
+
+    try:
+        for name, fn in originals.items():
+            setattr(talib, name, wrap(fn))
+        compute_features(bars)
+    finally:
+        for name, fn in originals.items():
+            setattr(talib, name, fn)
+    return spent[0]
+
+
 def main() -> None:
     bars = random_walk_bars(N)
     compute_features(bars)  # warm-up: imports, first-touch of the input columns
@@ -97,6 +125,7 @@ def main() -> None:
         kept.append(_best(functools.partial(_kept_pass, calls)))
         feats.append(_best(functools.partial(compute_features, bars)))
     talib_kept, features_s = min(kept), min(feats)
+    talib_inside = min(_inside(bars) for _ in range(REPEAT))
     per_feature = {
         name: _best(functools.partial(feature_spec(name).compute, bars)) for name in list_features()
     }
@@ -106,11 +135,14 @@ def main() -> None:
         "columns": n_columns,
         "features_s": features_s,
         "talib_sum_s": talib_sum,
+        "talib_inside_s": talib_inside,
         "talib_kept_s": talib_kept,
         "ratio": features_s / talib_sum,
+        "ratio_inside": features_s / talib_inside,
         "ratio_kept": features_s / talib_kept,
         "goal": GOAL,
         "meets_goal": features_s / talib_sum <= GOAL,
+        "meets_goal_inside": features_s / talib_inside <= GOAL,
         "per_feature_s": per_feature,
         "talib_calls": [{"call": call, "s": s} for call, s in per_call],
     }

@@ -22,16 +22,6 @@ from mlengine.features.momentum import rsi
 from tests.features import bars_from, real_slice, synthetic_bars
 
 DEFAULT_COLUMNS = [
-    "rsi_14",
-    "macd_rel_12_26_9",
-    "macd_signal_rel_12_26_9",
-    "macd_hist_rel_12_26_9",
-    "roc_10",
-    "adx_14",
-    "plus_di_14",
-    "minus_di_14",
-    "stoch_k_14_3_3",
-    "stoch_d_14_3_3",
     "ret_log_1",
     "ret_log_3",
     "ret_log_6",
@@ -42,6 +32,30 @@ DEFAULT_COLUMNS = [
     "candle_body",
     "candle_upper",
     "candle_lower",
+    "atr_ratio_5_50",
+    "rvol_ratio_5_20",
+    "rvol_ratio_20_100",
+    "bb_squeeze_20_100",
+    "kc_pos_20_1.5",
+    "kc_squeeze_20_1.5_2",
+    "range_comp_20",
+    "range_comp_20_100",
+    "range_pos_20",
+    "volume_surge_20",
+    "rsi_14",
+    "macd_rel_12_26_9",
+    "macd_signal_rel_12_26_9",
+    "macd_hist_rel_12_26_9",
+    "roc_10",
+    "adx_14",
+    "plus_di_14",
+    "minus_di_14",
+    "stoch_k_14_3_3",
+    "stoch_d_14_3_3",
+    "er_20",
+    "trend_t_20",
+    "sign_ac_20",
+    "sign_mean_20",
     "atr_14",
     "atr_rel_14",
     "rvol_10",
@@ -74,10 +88,10 @@ def test_compute_does_not_touch_the_bars(bars: pd.DataFrame) -> None:
 
 
 def test_groups_and_listing() -> None:
-    assert list_groups() == ["momentum", "returns", "volatility"]
+    assert list_groups() == ["returns", "breakout", "momentum", "trend", "volatility"]
     assert list_features("returns") == ["log_returns", "return_zscore", "candle"]
     assert set(list_features()) == {n for g in list_groups() for n in list_features(g)}
-    with pytest.raises(UnknownFeatureError, match="the groups are momentum, returns"):
+    with pytest.raises(UnknownFeatureError, match="the groups are returns, breakout, momentum"):
         list_features("structure")
 
 
@@ -109,7 +123,7 @@ def test_unknown_feature_lists_the_known_ones(bars: pd.DataFrame) -> None:
     message = str(err.value)
     assert "'vwap'" in message
     assert all(name in message for name in list_features())
-    assert "the groups are momentum, returns, volatility" in message
+    assert "the groups are returns, breakout, momentum, trend, volatility" in message
     assert isinstance(err.value, LookupError)
     with pytest.raises(UnknownFeatureError, match="'vwap'"):
         feature_spec("vwap")

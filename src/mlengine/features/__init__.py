@@ -10,7 +10,7 @@ See :mod:`mlengine.features.registry` for the contract every feature keeps.
 
 from __future__ import annotations
 
-from mlengine.features import momentum, returns, volatility
+from mlengine.features import breakout, momentum, returns, trend, volatility
 from mlengine.features.registry import (
     FeatureError,
     FeatureSpec,
@@ -27,6 +27,7 @@ __all__ = [
     "FeatureError",
     "FeatureSpec",
     "UnknownFeatureError",
+    "breakout",
     "check_bars",
     "compute_features",
     "feature",
@@ -35,5 +36,6 @@ __all__ = [
     "list_groups",
     "momentum",
     "returns",
+    "trend",
     "volatility",
 ]

@@ -22,19 +22,16 @@ from mlengine.features.registry import feature, frame, shared, windows_param
 __all__ = ["candle", "log_returns", "return_zscore"]
 
 
+def _log_close(bars: pd.DataFrame) -> np.ndarray:
+    """``ln(close)``; read-only, shared between the features that need it (see
+    :func:`~mlengine.features.registry.shared`)."""
+    return shared(bars, "log_close", lambda: np.log(bars["close"].to_numpy()))
+
+
 def _one_bar_log_returns(bars: pd.DataFrame) -> np.ndarray:
-    """``ln(close[t] / close[t - 1])``, NaN at the first bar; read-only, shared between the
-    features that need it (see :func:`~mlengine.features.registry.shared`)."""
-
-    def make() -> np.ndarray:
-        close = bars["close"].to_numpy()
-        r = np.empty_like(close)
-        r[:1] = np.nan
-        np.divide(close[1:], close[:-1], out=r[1:])
-        np.log(r[1:], out=r[1:])
-        return r
-
-    return shared(bars, "log_return_1", make)
+    """``ln(close[t] / close[t - 1])`` as a difference of log closes, NaN at the first bar;
+    read-only and shared like :func:`_log_close`."""
+    return shared(bars, "log_return_1", lambda: _lag_diff(_log_close(bars), 1))
 
 
 def _lag_diff(x: np.ndarray, lag: int) -> np.ndarray:
@@ -56,7 +53,7 @@ def log_returns(
     ``ln(talib.ROCR(close, lag))`` to rounding.
     """
     lags = windows_param("log_returns", "lags", lags)
-    logc = np.log(bars["close"].to_numpy())
+    logc = _log_close(bars)
     return frame(bars, {f"ret_log_{lag}": _lag_diff(logc, lag) for lag in lags})
 
 
@@ -85,7 +82,7 @@ def return_zscore(bars: pd.DataFrame, *, windows: int | Sequence[int] = (20, 100
 _SD_FLOOR = 1e-6
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _zscore(x: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> None:
     """``mean <- (x - mean) / sd`` in place; 0 where ``sd <= _SD_FLOOR * |mean|``."""
     for i in range(x.shape[0]):
@@ -108,7 +105,7 @@ def candle(bars: pd.DataFrame) -> pd.DataFrame:
     return frame(bars, {"candle_body": body, "candle_upper": upper, "candle_lower": lower})
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _candle(
     o: np.ndarray,
     h: np.ndarray,

@@ -59,16 +59,14 @@ def realised_vol(
     """Realised volatility: the sample standard deviation of one-bar log close returns.
 
     ``rvol_{w}`` over the last ``w`` returns (bar ``t`` included, ``ddof=1``): TA-Lib's
-    population ``STDDEV`` times ``sqrt(w / (w - 1))``. NaN for the first ``w`` bars.
+    population ``STDDEV`` times ``sqrt(w / (w - 1))`` (its ``nbdev`` factor, no extra pass).
+    NaN for the first ``w`` bars.
     """
     windows = windows_param("realised_vol", "windows", windows, minimum=2)
     r = _one_bar_log_returns(bars)
     return frame(
         bars,
-        {
-            f"rvol_{w}": _scaled(talib.STDDEV(r, timeperiod=w, nbdev=1.0), math.sqrt(w / (w - 1)))
-            for w in windows
-        },
+        {f"rvol_{w}": talib.STDDEV(r, timeperiod=w, nbdev=math.sqrt(w / (w - 1))) for w in windows},
     )
 
 
@@ -112,7 +110,7 @@ def bollinger(bars: pd.DataFrame, *, window: int = 20, k: float = 2.0) -> pd.Dat
     return frame(bars, {f"bb_width_{w}_{fmt(k)}": middle, f"bb_pctb_{w}_{fmt(k)}": lower})
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _range_terms(hl: np.ndarray, co: np.ndarray) -> None:
     for i in range(hl.shape[0]):
         hl2 = hl[i] * hl[i]
@@ -120,7 +118,7 @@ def _range_terms(hl: np.ndarray, co: np.ndarray) -> None:
         co[i] = hl2 - _GK_CO2 * (co[i] * co[i])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _root_mean(mean: np.ndarray, scale: float) -> np.ndarray:
     """``sqrt(scale * mean)`` in place; a mean that rounding left below 0 gives 0."""
     for i in range(mean.shape[0]):
@@ -129,15 +127,10 @@ def _root_mean(mean: np.ndarray, scale: float) -> np.ndarray:
     return mean
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _bollinger(c: np.ndarray, upper: np.ndarray, middle: np.ndarray, lower: np.ndarray) -> None:
     for i in range(c.shape[0]):
         spread = upper[i] - lower[i]
         pctb = 0.5 if spread == 0.0 else (c[i] - lower[i]) / spread
         middle[i] = spread / middle[i]
         lower[i] = pctb
-
-
-def _scaled(x: np.ndarray, factor: float) -> np.ndarray:
-    x *= factor
-    return x
