@@ -205,8 +205,8 @@ def test_bad_configs_are_rejected(overrides: Any, match: str) -> None:
 
 
 def test_build_encoder_errors() -> None:
-    with pytest.raises(EncoderConfigError, match="unknown encoder kind 'lstm'"):
-        build_encoder("lstm", {"n_features": 3})
+    with pytest.raises(EncoderConfigError, match="unknown encoder kind 'gru'"):
+        build_encoder("gru", {"n_features": 3})
     with pytest.raises(EncoderConfigError, match="unknown TransformerConfig fields: colour"):
         build_encoder("transformer", {"n_features": 3, "colour": "red"})
     with pytest.raises(EncoderConfigError, match="already registered"):

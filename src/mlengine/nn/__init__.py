@@ -1,5 +1,5 @@
-"""Neural building blocks: positional encodings, price-focused attention, window encoders,
-attention extraction."""
+"""Neural building blocks: positional encodings, price-focused attention, window encoders
+(transformer, LSTM, causal CNN with attention), attention extraction."""
 
 from mlengine.nn.attention import (
     AttentionPooling,
@@ -8,6 +8,7 @@ from mlengine.nn.attention import (
     causal_mask,
     price_pair_features,
 )
+from mlengine.nn.convolutional import CNNConfig, CNNEncoder
 from mlengine.nn.encoders import (
     ENCODERS,
     EncoderConfig,
@@ -38,16 +39,21 @@ from mlengine.nn.extraction import (
     feature_importance,
     heatmap_frame,
 )
+from mlengine.nn.recurrent import LSTMConfig, LSTMEncoder
 
 __all__ = [
     "ENCODERS",
     "AttentionCapture",
     "AttentionMaps",
     "AttentionPooling",
+    "CNNConfig",
+    "CNNEncoder",
     "CalendarCodes",
     "EncoderConfig",
     "EncoderConfigError",
     "ExtractionError",
+    "LSTMConfig",
+    "LSTMEncoder",
     "LearnableEncoding",
     "ModelInputError",
     "PairMLP",
