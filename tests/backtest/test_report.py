@@ -372,6 +372,52 @@ def test_explanations_section_draws_the_extraction_output(full_page: str) -> Non
     np.testing.assert_allclose(bars.x, ordered["share"] * 100.0)
 
 
+@functools.cache
+def regime_path() -> pd.DataFrame:
+    """A strategy's ``regime_path`` summary over the last 3,000 real bars: regimes 0-2 by
+    terciles of the mean absolute return of the last 24 bars, none before that."""
+    bars = runs()[0].iloc[-3000:]
+    close = bars["close"]
+    activity = close.pct_change().abs().rolling(24).mean()
+    regime = pd.qcut(activity, 3, labels=False).astype(float)
+    return pd.DataFrame(
+        {"ts": [t.isoformat() for t in bars.index], "close": close.to_numpy(), "regime": regime}
+    ).reset_index(drop=True)
+
+
+def test_regime_path_is_drawn_as_the_price_coloured_by_regime() -> None:
+    frame = regime_path()
+    stats = pd.DataFrame({"regime": [0, 1, 2], "share": [0.3, 0.3, 0.4]})
+    explanations = {"regime_stats": stats, "regime_path": frame}
+    page_text = render_report(**report_inputs(full=False), explanations=explanations)
+    section = page_text.split('<section id="explanations">')[1].split("</section>")[0]
+    assert parse(section).figures == ["regime-path"]
+    assert "<h3>regime_stats</h3>" in section and "<h3>regime_path</h3>" not in section
+    assert "coloured by the regime" in section
+    index = pd.DatetimeIndex(pd.to_datetime(frame["ts"], utc=True))
+    close = pd.Series(frame["close"].to_numpy(), index=index)
+    regime = pd.Series(frame["regime"].to_numpy(), index=index)
+    fig = _charts.regime_figure(close, regime)
+    assert fig is not None
+    assert [t.name for t in fig.data] == ["regime 0", "regime 1", "regime 2", "no regime"]
+    assert len({t.line.color for t in fig.data}) == 4
+    code = frame["regime"].to_numpy()
+    prev = np.r_[np.nan, code[:-1]]
+    for k, trace in enumerate(fig.data[:3]):
+        drawn = np.isfinite(np.asarray(trace.y, dtype=np.float64))
+        # the regime's bars, each run joined to the bar after it
+        np.testing.assert_array_equal(drawn, (code == k) | (prev == k))
+        np.testing.assert_allclose(np.asarray(trace.y)[drawn], close[drawn], rtol=1e-6)
+    assert np.isfinite(np.asarray(fig.data[3].y, dtype=np.float64)).sum() == 24 + 1
+    small = _charts.regime_figure(close, regime, max_points=200)
+    assert small is not None and "min-max decimated" in small.layout.title.text
+    assert all(len(t.y) <= 200 for t in small.data)
+    empty = frame.iloc[:0]
+    assert "Nothing to draw." in render_report(
+        **report_inputs(full=False), explanations={"regime_path": empty}
+    )
+
+
 def test_report_rebuilt_from_json_artefacts_is_identical(full_page: str) -> None:
     kwargs = report_inputs()
     for key in ("metrics", "verdict", "config", "data_range"):
@@ -481,7 +527,7 @@ def _explained(name: str, change: Any) -> Any:
     return lambda k: k["explanations"] | {name: change(k["explanations"][name])}
 
 
-def _set(frame: pd.DataFrame, row: str, col: int | str, value: float) -> pd.DataFrame:
+def _set(frame: pd.DataFrame, row: str | int, col: int | str, value: float) -> pd.DataFrame:
     out = frame.copy()
     out.loc[row, col if isinstance(col, str) else out.columns[col]] = value
     return out
@@ -540,6 +586,18 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
      r"explanations\['feature_importance'\] share is not finite at 'body'"),
     ("explanations", _explained("feature_importance", lambda f: f.assign(share="a lot")),
      r"explanations\['feature_importance'\] share: could not convert"),
+    ("explanations", lambda k: {"regime_path": regime_path().drop(columns="regime")},
+     r"explanations\['regime_path'\] needs the columns ts, close and regime; missing \['regime'\]"),
+    ("explanations", lambda k: {"regime_path": regime_path().drop(columns=["ts", "close"])},
+     r"explanations\['regime_path'\] needs the columns .* missing \['ts', 'close'\]"),
+    ("explanations", lambda k: {"regime_path": regime_path().assign(ts="yesterday")},
+     r"explanations\['regime_path'\] ts must be ISO 8601 times"),
+    ("explanations", lambda k: {"regime_path": regime_path().assign(close="high")},
+     r"explanations\['regime_path'\] close and regime must hold numbers"),
+    ("explanations", lambda k: {"regime_path": _set(regime_path(), 5, "close", math.inf)},
+     r"explanations\['regime_path'\] close is not finite at row 5"),
+    ("explanations", lambda k: {"regime_path": _set(regime_path(), 30, "regime", 1.5)},
+     r"explanations\['regime_path'\] regime must be whole numbers: row 30 is 1.5"),
 ]  # fmt: skip
 
 

@@ -411,3 +411,27 @@ def feature_importance_figure(frame: pd.DataFrame) -> go.Figure:
     _layout(fig, "Feature importance", "", height=120 + 24 * max(len(ordered), 2))
     fig.update_layout(hovermode="closest", margin={"r": 60})
     return fig
+
+
+def regime_figure(
+    close: pd.Series, regime: pd.Series, max_points: int = MAX_POINTS
+) -> go.Figure | None:
+    """The close coloured by regime: one line per regime (``regime`` holds whole numbers,
+    NaN where a bar has none, drawn grey), each run of a regime joined to the next bar so
+    the line stays unbroken at a switch; each line min-max decimated. None without bars."""
+    if close.empty:
+        return None
+    code = regime.to_numpy(dtype=np.float64, na_value=np.nan)
+    prev = np.r_[np.nan, code[:-1]]
+    colours = [c for c in PALETTE if c != GREY]
+    curves = []
+    for k in np.unique(code[np.isfinite(code)]).astype(np.int64):
+        on = (code == k) | (prev == k)
+        curves.append((close.where(on), f"regime {k}", colours[k % len(colours)]))
+    if np.isnan(code).any():
+        none = np.isnan(code) | np.isnan(prev)
+        curves.append((close.where(none), "no regime", GREY))
+    fig, note = _time_lines(curves, max_points)
+    _layout(fig, "Price by regime" + note, "close", height=420)
+    _log_toggle(fig)
+    return fig

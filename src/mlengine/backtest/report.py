@@ -390,8 +390,47 @@ def _importance_html(page: _Page, frame: pd.DataFrame) -> str:
     return page.figure(_charts.feature_importance_figure(frame), "feature-importance")
 
 
-def _explanations_html(page: _Page, explanations: Mapping[str, pd.DataFrame]) -> str:
-    """The attention heatmap, the feature importance chart and any other frame as a table."""
+_REGIME_CAPTION = (
+    "The close over the out-of-sample bars, coloured by the regime the strategy gave each bar "
+    "from the bars up to it (its most probable regime then); grey: no regime."
+)
+
+
+def _regime_path_html(page: _Page, frame: pd.DataFrame, max_points: int) -> str:
+    """``explanations["regime_path"]``: columns ``ts`` (ISO 8601 text), ``close``,
+    ``regime`` (whole numbers, NaN where none), drawn as the price coloured by regime."""
+    where = "explanations['regime_path']"
+    missing = [c for c in ("ts", "close", "regime") if c not in frame.columns]
+    if missing:
+        raise ReportError(f"{where} needs the columns ts, close and regime; missing {missing}")
+    try:
+        index = pd.DatetimeIndex(pd.to_datetime(frame["ts"], utc=True, format="ISO8601"))
+    except (TypeError, ValueError) as err:
+        raise ReportError(f"{where} ts must be ISO 8601 times: {err}") from None
+    try:
+        close = frame["close"].to_numpy(dtype=np.float64)
+        regime = frame["regime"].to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as err:
+        raise ReportError(f"{where} close and regime must hold numbers: {err}") from None
+    if not np.isfinite(close).all():
+        raise ReportError(
+            f"{where} close is not finite at row {int(np.argmin(np.isfinite(close)))}"
+        )
+    whole = np.isnan(regime) | (regime == np.round(regime))
+    if not whole.all():
+        i = int(np.argmin(whole))
+        raise ReportError(f"{where} regime must be whole numbers: row {i} is {regime[i]}")
+    fig = _charts.regime_figure(
+        pd.Series(close, index=index), pd.Series(regime, index=index), max_points
+    )
+    return page.figure(fig, "regime-path") + f'<p class="muted">{_esc(_REGIME_CAPTION)}</p>'
+
+
+def _explanations_html(
+    page: _Page, explanations: Mapping[str, pd.DataFrame], max_points: int
+) -> str:
+    """The attention heatmap, the feature importance chart, the price coloured by regime
+    and any other frame as a table."""
     parts = []
     for name, frame in _mapping(explanations, "explanations").items():
         if not isinstance(name, str):
@@ -404,6 +443,8 @@ def _explanations_html(page: _Page, explanations: Mapping[str, pd.DataFrame]) ->
             parts.append(_attention_html(page, frame))
         elif name == "feature_importance":
             parts.append(_importance_html(page, frame))
+        elif name == "regime_path":
+            parts.append(_regime_path_html(page, frame, max_points))
         else:
             parts.append(f"<h3>{_esc(name)}</h3>" + _frame_table(frame))
     return "".join(parts)
@@ -476,7 +517,8 @@ def render_report(
     ``close[t+1] - close[t]``. ``comparison`` has one row per strategy, drawn as a table;
     ``comparison_equity`` maps names to equities, overlaid. ``explanations`` are a model's
     named frames (:class:`mlengine.strategies.base.Explainable`): ``"attention"`` is drawn as a
-    heatmap, ``"feature_importance"`` as a bar chart, others as tables. ``extra_sections`` are
+    heatmap, ``"feature_importance"`` as a bar chart, ``"regime_path"`` (``ts``, ``close``,
+    ``regime``) as the price coloured by regime, others as tables. ``extra_sections`` are
     ``(title, html)`` pairs; their html is inserted unescaped. ``rolling_window`` (bars)
     defaults to :func:`default_rolling_window`; series longer than ``max_points`` are
     decimated for drawing. Bad input raises :class:`ReportError`.
@@ -542,7 +584,7 @@ def render_report(
     if comparison is not None or comparison_equity is not None:
         body = _comparison_html(page, comparison, comparison_equity, max_points)
         page.add("comparison", "Strategy comparison", body)
-    explained = "" if explanations is None else _explanations_html(page, explanations)
+    explained = "" if explanations is None else _explanations_html(page, explanations, max_points)
     if explained:
         page.add("explanations", "Model explanations", explained)
     for i, extra in enumerate(extra_sections):

@@ -17,7 +17,12 @@ from mlengine.strategies.base import Strategy, StrategyError
 __all__ = ["STRATEGY_MODULES", "create", "get", "names", "register"]
 
 #: Modules whose import registers strategies.
-STRATEGY_MODULES: tuple[str, ...] = ("mlengine.backtest.baselines", "mlengine.strategies.pva")
+STRATEGY_MODULES: tuple[str, ...] = (
+    "mlengine.backtest.baselines",
+    "mlengine.strategies.mrd",
+    "mlengine.strategies.pva",
+    "mlengine.strategies.vbp",
+)
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 _loaded = False
