@@ -29,11 +29,12 @@ from mlengine.nn.encoders import (
     EncoderConfigError,
     Pooling,
     Positional,
-    WindowEncoder,
+    SequenceEncoder,
+    positional_encoding,
     register_encoder,
     seeded,
 )
-from mlengine.nn.encodings import LearnableEncoding, SinusoidalEncoding, TimeInput
+from mlengine.nn.encodings import TimeInput
 
 __all__ = ["CNNConfig", "CNNEncoder"]
 
@@ -95,7 +96,7 @@ class _CausalConv(nn.Module):
 
 
 @register_encoder
-class CNNEncoder(WindowEncoder):
+class CNNEncoder(SequenceEncoder):
     """Causal dilated convolutions, one causal attention layer over the feature maps,
     final LayerNorm, pooling to a ``channels`` embedding (see the module docstring)."""
 
@@ -118,11 +119,7 @@ class CNNEncoder(WindowEncoder):
                 )
                 for i in range(cfg.n_layers)
             )
-            self.position: nn.Module | None = {
-                "sinusoidal": lambda: SinusoidalEncoding(c, max_len=cfg.window),
-                "learnable": lambda: LearnableEncoding(c, max_len=cfg.window),
-                "none": lambda: None,
-            }[cfg.positional]()
+            self.position = positional_encoding(cfg.positional, c, cfg.window)
             self.norm1 = nn.LayerNorm(c)
             self.attn = PriceFocusedAttention(c, cfg.n_heads, price_bias=False)
             self.drop = nn.Dropout(cfg.dropout)
@@ -151,14 +148,3 @@ class CNNEncoder(WindowEncoder):
             h = self.position(h)
         h = h + self.drop(self.attn(self.norm1(h), causal=True)[0])
         return self.norm(h)
-
-    def pool(self, h: Tensor) -> Tensor:
-        """States ``(B, L, c)`` to embeddings ``(B, c)`` as configured."""
-        if self.pooling is not None:
-            return self.pooling(h)
-        return h[:, -1] if self.config.pooling == "last" else h.mean(dim=1)
-
-    def forward(
-        self, x: Tensor, *, returns: Tensor | None = None, time: TimeInput | None = None
-    ) -> Tensor:
-        return self.pool(self.forward_sequence(x))

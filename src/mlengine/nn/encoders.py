@@ -42,10 +42,12 @@ __all__ = [
     "ENCODERS",
     "EncoderConfig",
     "EncoderConfigError",
+    "SequenceEncoder",
     "TransformerConfig",
     "TransformerEncoder",
     "WindowEncoder",
     "build_encoder",
+    "positional_encoding",
     "register_encoder",
     "seeded",
 ]
@@ -96,7 +98,7 @@ def seeded(seed: int | None) -> Iterator[None]:
 
 
 class WindowEncoder(nn.Module, ABC):
-    """Base of the window encoders (transformer now; LSTM, CNN-1D, hierarchical later)."""
+    """Base of the window encoders (transformer, LSTM, causal CNN; hierarchical later)."""
 
     kind: ClassVar[str]
     config_class: ClassVar[type[EncoderConfig]]
@@ -150,6 +152,44 @@ def _check_finite(t: Tensor, name: str) -> None:
 ENCODERS: dict[str, type[WindowEncoder]] = {}
 
 E = TypeVar("E", bound=type[WindowEncoder])
+
+
+class SequenceEncoder(WindowEncoder):
+    """A window encoder with a state per position (:meth:`forward_sequence`), pooled into
+    the embedding: the decision bar's state (config ``pooling = "last"``), the mean
+    (``"mean"``), or learned attention weights (``self.pooling``, an
+    :class:`~mlengine.nn.attention.AttentionPooling` set by the subclass for
+    ``"attention"``)."""
+
+    # annotation only: a class attribute would shadow the submodule nn.Module registers
+    pooling: AttentionPooling | None
+
+    @abstractmethod
+    def forward_sequence(
+        self, x: Tensor, *, returns: Tensor | None = None, time: TimeInput | None = None
+    ) -> Tensor:
+        """States ``(B, L, E)`` of every position of the windows ``x`` ``(B, L, F)``."""
+
+    def pool(self, h: Tensor) -> Tensor:
+        """States ``(B, L, E)`` to embeddings ``(B, E)`` as configured."""
+        attention = getattr(self, "pooling", None)
+        if attention is not None:
+            return attention(h)
+        return h[:, -1] if getattr(self.config, "pooling", "last") == "last" else h.mean(dim=1)
+
+    def forward(
+        self, x: Tensor, *, returns: Tensor | None = None, time: TimeInput | None = None
+    ) -> Tensor:
+        return self.pool(self.forward_sequence(x, returns=returns, time=time))
+
+
+def positional_encoding(kind: str, dim: int, window: int) -> nn.Module | None:
+    """The bars-ago encoding ``kind`` (``sinusoidal``, ``learnable`` or ``none``)."""
+    if kind == "sinusoidal":
+        return SinusoidalEncoding(dim, max_len=window)
+    if kind == "learnable":
+        return LearnableEncoding(dim, max_len=window)
+    return None
 
 
 def register_encoder(cls: E) -> E:
@@ -262,7 +302,7 @@ class _Block(nn.Module):
 
 
 @register_encoder
-class TransformerEncoder(WindowEncoder):
+class TransformerEncoder(SequenceEncoder):
     """Input projection F -> d_model, positional (+ time) encoding, N pre-norm blocks of
     price-focused attention + FFN, final LayerNorm, pooling to a ``d_model`` embedding."""
 
@@ -275,11 +315,7 @@ class TransformerEncoder(WindowEncoder):
         cfg = config
         with seeded(seed):
             self.input = nn.Linear(cfg.n_features, cfg.d_model)
-            self.position: nn.Module | None = {
-                "sinusoidal": lambda: SinusoidalEncoding(cfg.d_model, max_len=cfg.window),
-                "learnable": lambda: LearnableEncoding(cfg.d_model, max_len=cfg.window),
-                "none": lambda: None,
-            }[cfg.positional]()
+            self.position = positional_encoding(cfg.positional, cfg.d_model, cfg.window)
             self.time = TimeEncoding(cfg.d_model) if cfg.time_encoding else None
             self.drop = nn.Dropout(cfg.dropout)
             self.pair_mlp = PairMLP(cfg.bias_hidden) if cfg.price_bias and cfg.bias_hidden else None
@@ -331,14 +367,3 @@ class TransformerEncoder(WindowEncoder):
         for block in self.blocks:
             h = block(h, pairs, cfg.causal)
         return self.norm(h)
-
-    def pool(self, h: Tensor) -> Tensor:
-        """Hidden states ``(B, L, d)`` to embeddings ``(B, d)`` as configured."""
-        if self.pooling is not None:
-            return self.pooling(h)
-        return h[:, -1] if self.config.pooling == "last" else h.mean(dim=1)
-
-    def forward(
-        self, x: Tensor, *, returns: Tensor | None = None, time: TimeInput | None = None
-    ) -> Tensor:
-        return self.pool(self.forward_sequence(x, returns=returns, time=time))

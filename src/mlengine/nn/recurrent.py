@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from mlengine.nn.encoders import (
     EncoderConfig,
     EncoderConfigError,
-    WindowEncoder,
+    SequenceEncoder,
     register_encoder,
     seeded,
 )
@@ -56,7 +56,7 @@ class LSTMConfig(EncoderConfig):
 
 
 @register_encoder
-class LSTMEncoder(WindowEncoder):
+class LSTMEncoder(SequenceEncoder):
     """Linear projection F -> hidden, an N-layer LSTM, pooling, dropout (module docs).
 
     The forget gates start with a bias of 1 (the LSTM's ``bias_ih`` forget slice; its
@@ -101,6 +101,4 @@ class LSTMEncoder(WindowEncoder):
     def forward(
         self, x: Tensor, *, returns: Tensor | None = None, time: TimeInput | None = None
     ) -> Tensor:
-        h = self.forward_sequence(x)
-        z = h[:, -1] if self.config.pooling == "last" else h.mean(dim=1)
-        return self.drop(z)
+        return self.drop(super().forward(x, returns=returns, time=time))
