@@ -356,7 +356,7 @@ def test_explanations_section_draws_the_extraction_output(full_page: str) -> Non
     figures = parse(section).figures
     assert figures == ["attention", "feature-importance"]
     assert "the window&#x27;s last bar" in section and "attention rollout" in section
-    assert "<h3>fold_scores</h3>" in section and ">late<" in section
+    assert "<h3>Fold scores</h3>" in section and ">late<" in section
     assert ">53.00%<" in section  # a free-form table, formatted like the others
     fig = _charts.attention_heatmap(attention)
     heads, rollout = fig.data
@@ -392,7 +392,7 @@ def test_regime_path_is_drawn_as_the_price_coloured_by_regime() -> None:
     page_text = render_report(**report_inputs(full=False), explanations=explanations)
     section = page_text.split('<section id="explanations">')[1].split("</section>")[0]
     assert parse(section).figures == ["regime-path"]
-    assert "<h3>regime_stats</h3>" in section and "<h3>regime_path</h3>" not in section
+    assert "<h3>Regime stats</h3>" in section and "<h3>Regime path</h3>" not in section
     assert "coloured by the regime" in section
     index = pd.DatetimeIndex(pd.to_datetime(frame["ts"], utc=True))
     close = pd.Series(frame["close"].to_numpy(), index=index)

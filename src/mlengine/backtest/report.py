@@ -446,7 +446,9 @@ def _explanations_html(
         elif name == "regime_path":
             parts.append(_regime_path_html(page, frame, max_points))
         else:
-            parts.append(f"<h3>{_esc(name)}</h3>" + _frame_table(frame))
+            parts.append(
+                f"<h3>{_esc(name.replace('_', ' ').capitalize())}</h3>" + _frame_table(frame)
+            )
     return "".join(parts)
 
 

@@ -43,6 +43,7 @@ extra state, versions, training range), ``encoder.pt`` (``state_dict``, loads wi
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -65,9 +66,10 @@ from mlengine.nn.extraction import (
 from mlengine.strategies._training import EncoderNet, TrainConfig, deterministic, infer, train
 from mlengine.strategies.base import Context, NotFittedError, StrategyError
 
-__all__ = ["WindowedParams", "WindowedStrategy"]
+__all__ = ["WindowedParams", "WindowedStrategy", "scale_free"]
 
 _MANIFEST, _WEIGHTS, _HEAD = "manifest.json", "encoder.pt", "head.ubj"
+_RAW_ATR = re.compile(r"atr_\d+$")  # ATR in price units: not comparable across price levels
 _MIN_ROWS = 20  # fewest decision bars for each of the training and validation slices
 
 
@@ -119,6 +121,11 @@ class WindowedParams:
         if not ok or not lo <= v < hi or (open_low and v == lo):
             low = "(" if open_low else "["
             raise StrategyError(f"{self.who}: {name} must lie in {low}{lo}, {hi}), got {v!r}")
+
+
+def scale_free(features: pd.DataFrame) -> pd.DataFrame:
+    """``features`` without the ATR in price units (its close-relative form stays)."""
+    return features[[c for c in features.columns if not _RAW_ATR.match(str(c))]]
 
 
 @dataclass(frozen=True)

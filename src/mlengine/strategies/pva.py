@@ -15,7 +15,6 @@ strategy (:mod:`mlengine.strategies._windowed`). PVA's own parts:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,13 +24,11 @@ import pandas as pd
 from mlengine import labels
 from mlengine.features import compute_features
 from mlengine.nn.encoders import TransformerConfig, TransformerEncoder
-from mlengine.strategies._windowed import WindowedParams, WindowedStrategy
+from mlengine.strategies._windowed import WindowedParams, WindowedStrategy, scale_free
 from mlengine.strategies.base import StrategyError
 from mlengine.strategies.registry import register
 
 __all__ = ["PVA", "PVAParams"]
-
-_RAW_ATR = re.compile(r"atr_\d+$")  # ATR in price units: not comparable across price levels
 
 
 @dataclass(frozen=True)
@@ -87,7 +84,7 @@ class PVA(WindowedStrategy):
 
     def _features(self, bars: pd.DataFrame) -> pd.DataFrame:
         frame = compute_features(bars, list(self.params.features))
-        return frame[[c for c in frame.columns if not _RAW_ATR.match(str(c))]]
+        return scale_free(frame)
 
     def _labels(self, bars: pd.DataFrame) -> np.ndarray:
         p = self.params

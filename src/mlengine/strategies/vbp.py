@@ -31,7 +31,6 @@ strategy (:mod:`mlengine.strategies._windowed`). VBP's own parts:
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,13 +41,12 @@ from mlengine import labels
 from mlengine.features import check_bars, compute_features, list_features, list_groups
 from mlengine.nn.convolutional import CNNConfig, CNNEncoder
 from mlengine.nn.encoders import Pooling
-from mlengine.strategies._windowed import WindowedParams, WindowedStrategy
+from mlengine.strategies._windowed import WindowedParams, WindowedStrategy, scale_free
 from mlengine.strategies.base import StrategyError
 from mlengine.strategies.registry import register
 
 __all__ = ["VBP", "VBPParams", "breakout_metrics"]
 
-_RAW_ATR = re.compile(r"atr_\d+$")  # ATR in price units: not comparable across price levels
 _DIAGNOSTICS = ("breakout_prob", "breakout_up", "breakout_down")
 _COLUMNS = [
     "bars",
@@ -166,7 +164,7 @@ class VBP(WindowedStrategy):
             "atr": {"window": p.atr_window},
         }
         frame = compute_features(bars, names, {k: v for k, v in tied.items() if k in selected})
-        return frame[[c for c in frame.columns if not _RAW_ATR.match(str(c))]]
+        return scale_free(frame)
 
     def _labels(self, bars: pd.DataFrame) -> np.ndarray:
         side = self._breakouts(bars).values.to_numpy()
