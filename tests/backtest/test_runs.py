@@ -206,7 +206,7 @@ def test_explanations_round_trip(tmp_path: Path, explained: WalkForwardRun) -> N
     assert record.explanations["feature_importance"].index.name == "feature"
     page = (path / "report.html").read_text()  # report_inputs hands them to the report
     assert '<section id="explanations">' in page and 'data-figure="attention"' in page
-    assert 'data-figure="feature-importance"' in page and "<h3>fold_scores</h3>" in page
+    assert 'data-figure="feature-importance"' in page and "<h3>Fold scores</h3>" in page
     assert to_record(explained).explanations.keys() == explained.explanations.keys()
 
 
