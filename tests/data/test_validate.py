@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mlengine import datasets
+from mlengine.data._checks import MIN_OUTLIER_RETURNS
 from mlengine.data.calendar import expected_index
 from mlengine.data.schema import OHLCV, BarDataError, Timeframe, check_bar_frame
 from mlengine.data.validate import BarQualityError, QualityReport, validate
@@ -343,6 +344,17 @@ def test_outlier_return_by_robust_z():
     assert (finding.count, finding.timestamps, finding.rows) == (1, [rows.index[120]], [121])
     assert finding.details["largest"][0]["log_return"] == pytest.approx(np.log(1.05), rel=0.05)
     assert "outlier_returns" not in checks(validate(rows, market="crypto", outlier_threshold=1e6))
+
+
+def test_too_few_returns_for_a_robust_scale_give_no_outlier_finding():
+    rows = raw(crypto_1h(MIN_OUTLIER_RETURNS + 1, seed=3))  # 20 returns: checked
+    for col in ("open", "high", "low", "close"):
+        set_at(rows, slice(10, None), col, rows[col].iloc[10:] * 1.05)
+    set_at(rows, 10, "open", rows["close"].iloc[9])
+    set_at(rows, 10, "low", rows["close"].iloc[9] * 0.999)
+    assert only(validate(rows, market="crypto"), "outlier_returns").count == 1
+    short = rows.iloc[:MIN_OUTLIER_RETURNS]  # 19 returns: not estimable
+    assert "outlier_returns" not in checks(validate(short, market="crypto"))
 
 
 def test_repeated_values_at_another_timestamp():

@@ -360,15 +360,21 @@ def _repeated_values(raw: Raw, clean: np.ndarray, flat: np.ndarray) -> list[Find
     ]
 
 
+#: Fewest returns on which the robust z-score of the outlier check is computed.
+MIN_OUTLIER_RETURNS = 20
+
+
 def _outliers(raw: Raw, clean: np.ndarray, threshold: float) -> list[Finding]:
     """Log returns whose robust z-score ``(r - median) / (1.4826 MAD)`` exceeds ``threshold``.
 
     When over half the returns are equal (flat markets) the MAD is 0; then the mean absolute
-    deviation times sqrt(pi/2) stands in, the usual fallback (Iglewicz & Hoaglin).
+    deviation times sqrt(pi/2) stands in, the usual fallback (Iglewicz & Hoaglin). With
+    fewer than :data:`MIN_OUTLIER_RETURNS` returns the scale is not estimable (three
+    returns, two alike, make any third one look extreme): no finding.
     """
     close = raw.cols["close"][clean]
     valid = np.flatnonzero(np.isfinite(close) & (close > 0))
-    if valid.size < 3:
+    if valid.size <= MIN_OUTLIER_RETURNS:
         return []
     r = np.diff(np.log(close[valid]))
     centre = np.median(r)
