@@ -52,6 +52,17 @@ DEFAULT_COLUMNS = [
     "minus_di_14",
     "stoch_k_14_3_3",
     "stoch_d_14_3_3",
+    "ms_trend_3",
+    "ms_since_bos_3_50",
+    "ms_since_choch_3_50",
+    "ms_bos_net_3_50",
+    "ms_choch_net_3_50",
+    "ms_sweep_net_3_50",
+    "fvg_bull_dist_14",
+    "fvg_bear_dist_14",
+    "fvg_net_50",
+    "ob_bull_dist_3_14",
+    "ob_bear_dist_3_14",
     "er_20",
     "trend_t_20",
     "sign_ac_20",
@@ -88,11 +99,11 @@ def test_compute_does_not_touch_the_bars(bars: pd.DataFrame) -> None:
 
 
 def test_groups_and_listing() -> None:
-    assert list_groups() == ["returns", "breakout", "momentum", "trend", "volatility"]
+    assert list_groups() == ["returns", "breakout", "momentum", "structure", "trend", "volatility"]
     assert list_features("returns") == ["log_returns", "return_zscore", "candle"]
     assert set(list_features()) == {n for g in list_groups() for n in list_features(g)}
     with pytest.raises(UnknownFeatureError, match="the groups are returns, breakout, momentum"):
-        list_features("structure")
+        list_features("orderflow")
 
 
 def test_names_mix_features_and_groups_each_once(bars: pd.DataFrame) -> None:
@@ -123,7 +134,7 @@ def test_unknown_feature_lists_the_known_ones(bars: pd.DataFrame) -> None:
     message = str(err.value)
     assert "'vwap'" in message
     assert all(name in message for name in list_features())
-    assert "the groups are returns, breakout, momentum, trend, volatility" in message
+    assert "the groups are returns, breakout, momentum, structure, trend, volatility" in message
     assert isinstance(err.value, LookupError)
     with pytest.raises(UnknownFeatureError, match="'vwap'"):
         feature_spec("vwap")

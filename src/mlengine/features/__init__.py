@@ -10,7 +10,7 @@ See :mod:`mlengine.features.registry` for the contract every feature keeps.
 
 from __future__ import annotations
 
-from mlengine.features import breakout, momentum, returns, trend, volatility
+from mlengine.features import breakout, momentum, returns, structure, trend, volatility
 from mlengine.features.registry import (
     FeatureError,
     FeatureSpec,
@@ -36,6 +36,7 @@ __all__ = [
     "list_groups",
     "momentum",
     "returns",
+    "structure",
     "trend",
     "volatility",
 ]

@@ -1,0 +1,70 @@
+"""Market structure on 1,000,000 synthetic bars: swings, events and features.
+
+Run: ``.venv/bin/python benchmarks/bench_structure.py``. Prints and writes
+``benchmarks/results/structure.json``.
+
+Times, each the best of ``REPEAT`` runs after a warm-up (numba compilation): fractal
+swings (:func:`~mlengine.features.structure.swings`, ``n=3``), zigzag swings (2 ATRs),
+the event table (:func:`~mlengine.features.structure.structure_events`: the swings, the
+pass and the table) and the ``structure`` feature group through ``compute_features``.
+Goal: all four together under 2 s; reported as ``ratio`` = total / 2 s (goal <= 1).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from _synthetic import random_walk_bars
+from mlengine.features import compute_features
+from mlengine.features.structure import structure_events, swings
+
+N = 1_000_000
+REPEAT = 5
+GOAL_S = 2.0
+
+
+def _best(fn: Callable[[], object]) -> float:
+    """Best of ``REPEAT`` runs; the result is freed after the clock stops."""
+    times = []
+    for _ in range(REPEAT):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+        del result
+    return min(times)
+
+
+def main() -> None:
+    bars = random_walk_bars(N)
+    steps: dict[str, Callable[[], object]] = {
+        "swings_fractal_s": functools.partial(swings, bars),
+        "swings_zigzag_s": functools.partial(swings, bars, method="zigzag"),
+        "events_s": functools.partial(structure_events, bars),
+        "features_s": functools.partial(compute_features, bars, ["structure"]),
+    }
+    for step in steps.values():
+        step()  # warm-up: compilation, first touch of the columns
+    times = {name: _best(step) for name, step in steps.items()}
+    total = sum(times.values())
+    result = {
+        "bars": N,
+        **times,
+        "n_swings": len(swings(bars)),
+        "n_events": structure_events(bars)["kind"].value_counts().to_dict(),
+        "total_s": total,
+        "goal_s": GOAL_S,
+        "ratio": total / GOAL_S,
+        "meets_goal": total <= GOAL_S,
+    }
+    print(json.dumps(result, indent=2))
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "structure.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
