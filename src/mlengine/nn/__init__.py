@@ -1,5 +1,6 @@
 """Neural building blocks: positional encodings, price-focused attention, window encoders
-(transformer, LSTM, causal CNN with attention), attention extraction."""
+(transformer, LSTM, causal CNN with attention, hierarchical over timeframes), attention
+extraction."""
 
 from mlengine.nn.attention import (
     AttentionPooling,
@@ -39,6 +40,7 @@ from mlengine.nn.extraction import (
     feature_importance,
     heatmap_frame,
 )
+from mlengine.nn.hierarchical import HierarchicalConfig, HierarchicalEncoder, timeframe_weights
 from mlengine.nn.recurrent import LSTMConfig, LSTMEncoder
 
 __all__ = [
@@ -52,6 +54,8 @@ __all__ = [
     "EncoderConfig",
     "EncoderConfigError",
     "ExtractionError",
+    "HierarchicalConfig",
+    "HierarchicalEncoder",
     "LSTMConfig",
     "LSTMEncoder",
     "LearnableEncoding",
@@ -74,5 +78,6 @@ __all__ = [
     "heatmap_frame",
     "price_pair_features",
     "register_encoder",
+    "timeframe_weights",
     "window_timestamps",
 ]
