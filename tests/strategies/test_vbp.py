@@ -153,9 +153,11 @@ def test_oversampling_repeats_training_breakouts_only(
     seen: list[tuple[np.ndarray, np.ndarray]] = []
     real_train = _windowed.train
 
-    def spy(net: Any, xs: Any, target: Any, window: int, fit_idx: Any, val_idx: Any, cfg: Any):
+    def spy(
+        net: Any, xs: Any, target: Any, window: int, fit_idx: Any, val_idx: Any, cfg: Any, **kw: Any
+    ) -> Any:
         seen.append((np.asarray(fit_idx), np.asarray(val_idx)))
-        return real_train(net, xs, target, window, fit_idx, val_idx, cfg)
+        return real_train(net, xs, target, window, fit_idx, val_idx, cfg, **kw)
 
     monkeypatch.setattr(_windowed, "train", spy)
     bars = eurusd.iloc[:1000]

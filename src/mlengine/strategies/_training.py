@@ -4,19 +4,22 @@ seeded training loop with early stopping, and batched inference."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from mlengine.data.loader import WindowDataset, sliding_windows
 from mlengine.nn.encoders import WindowEncoder
 
-__all__ = ["EncoderNet", "TrainConfig", "deterministic", "infer", "train"]
+__all__ = ["EncoderNet", "Gather", "TrainConfig", "deterministic", "infer", "sliding", "train"]
+
+Gather = Callable[[np.ndarray], np.ndarray]
+"""The encoder inputs of the decision bars ``idx``: float32 ``(len(idx), ...)``."""
 
 
 class EncoderNet(nn.Module):
@@ -79,6 +82,41 @@ def deterministic(seed: int | None = None) -> Iterator[None]:
             torch.use_deterministic_algorithms(before)
 
 
+def sliding(features: np.ndarray, window: int) -> Gather:
+    """The windows of ``window`` rows of ``features`` ending at each decision bar."""
+    windows = sliding_windows(np.ascontiguousarray(features, dtype=np.float32), window)
+    return lambda idx: np.ascontiguousarray(windows[np.asarray(idx) - (window - 1)])
+
+
+class _Gathered(Dataset[tuple[Tensor, Tensor]]):
+    """Whole batches of gathered inputs and targets: item ``positions`` (a list from a
+    batch sampler) is the batch of decision bars ``idx[positions]``."""
+
+    def __init__(self, gather: Gather, target: np.ndarray, idx: np.ndarray) -> None:
+        self.gather, self.target, self.idx = gather, target, np.asarray(idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, positions: list[int]) -> tuple[Tensor, Tensor]:
+        rows = self.idx[positions]
+        return torch.from_numpy(self.gather(rows)), torch.from_numpy(self.target[rows])
+
+
+def _gathered_loader(
+    gather: Gather,
+    target: np.ndarray,
+    idx: np.ndarray,
+    batch_size: int,
+    gen: torch.Generator | None,
+) -> DataLoader[tuple[Tensor, Tensor]]:
+    """Batches as ``DataLoader(batch_size, shuffle=gen is not None, generator=gen)`` gives."""
+    data = _Gathered(gather, target, idx)
+    order = RandomSampler(data, generator=gen) if gen is not None else SequentialSampler(data)
+    batches = BatchSampler(order, batch_size, drop_last=False)
+    return DataLoader(data, sampler=batches, batch_size=None, generator=gen)
+
+
 def _loss(net: EncoderNet, loader: DataLoader[tuple[Tensor, Tensor]]) -> float:
     fn = net.loss()
     total, count = 0.0, 0
@@ -98,17 +136,27 @@ def train(
     train_idx: np.ndarray,
     val_idx: np.ndarray,
     cfg: TrainConfig,
+    *,
+    gather: Gather | None = None,
 ) -> tuple[int, float]:
     """Train ``net`` with cross-entropy on ``target`` (0/1 float per bar when binary, class
     ids otherwise) at the decision bars ``train_idx`` (repeats allowed: oversampling);
     keep the weights of the epoch with the lowest loss on ``val_idx`` (early stopping after
-    ``patience`` epochs without improvement). Returns (best epoch, best validation loss)."""
+    ``patience`` epochs without improvement). Returns (best epoch, best validation loss).
+    The inputs are the ``window``-row windows of ``features``, or ``gather(idx)`` when
+    given (then ``features`` and ``window`` are unused)."""
     with deterministic(cfg.seed):
         gen = torch.Generator().manual_seed(cfg.seed)
-        train_set = WindowDataset(features, target, window, indices=train_idx)
-        val_set = WindowDataset(features, target, window, indices=val_idx)
-        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen)
-        val_loader = DataLoader(val_set, batch_size=1024)
+        loader: DataLoader[tuple[Tensor, Tensor]]
+        val_loader: DataLoader[tuple[Tensor, Tensor]]
+        if gather is None:
+            train_set = WindowDataset(features, target, window, indices=train_idx)
+            val_set = WindowDataset(features, target, window, indices=val_idx)
+            loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=gen)
+            val_loader = DataLoader(val_set, batch_size=1024)
+        else:
+            loader = _gathered_loader(gather, target, train_idx, cfg.batch_size, gen)
+            val_loader = _gathered_loader(gather, target, val_idx, 1024, None)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate)
         fn = net.loss()
         best = (0, _loss(net, val_loader))
@@ -130,18 +178,23 @@ def train(
 
 
 def infer(
-    net: EncoderNet, features: np.ndarray, window: int, idx: np.ndarray, batch_size: int = 512
+    net: EncoderNet,
+    features: np.ndarray,
+    window: int,
+    idx: np.ndarray,
+    batch_size: int = 512,
+    *,
+    gather: Gather | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings ``(len(idx), E)`` and head probabilities (``(len(idx),)`` binary, else
     ``(len(idx), C)``) of the windows ending at the decision bars ``idx`` (eval mode, no
-    gradients)."""
-    windows = sliding_windows(np.ascontiguousarray(features, dtype=np.float32), window)
+    gradients); inputs as in :func:`train`."""
+    inputs = sliding(features, window) if gather is None else gather
     emb, prob = [], []
     net.eval()
     with deterministic(), torch.no_grad():
         for lo in range(0, len(idx), batch_size):
-            chunk = idx[lo : lo + batch_size] - (window - 1)
-            z, logits = net(torch.from_numpy(np.ascontiguousarray(windows[chunk])))
+            z, logits = net(torch.from_numpy(inputs(idx[lo : lo + batch_size])))
             emb.append(z.numpy().astype(np.float64))
             prob.append(net.probabilities(logits))
     if not emb:

@@ -15,7 +15,9 @@ strategy-specific parts through hooks:
   the training slice (``<= train_end``) and ``_augment(bars, features)`` to add the columns
   that state gives (e.g. regime probabilities), ``_state()`` / ``_load_state(doc)`` to save
   that state as JSON, ``_oversample(idx, y)`` to repeat training rows (never validation or
-  test rows).
+  test rows); ``_decision_rows(bars, x)`` and ``_gather(bars, xs, mean, std)`` for encoder
+  inputs other than the ``window`` rows of the feature matrix ending at the decision bar
+  (e.g. windows of several timeframes; such a subclass also overrides ``explain``).
 
 ``fit(bars)``:
 
@@ -63,7 +65,14 @@ from mlengine.nn.extraction import (
     feature_importance,
     heatmap_frame,
 )
-from mlengine.strategies._training import EncoderNet, TrainConfig, deterministic, infer, train
+from mlengine.strategies._training import (
+    EncoderNet,
+    Gather,
+    TrainConfig,
+    deterministic,
+    infer,
+    train,
+)
 from mlengine.strategies.base import Context, NotFittedError, StrategyError
 
 __all__ = ["WindowedParams", "WindowedStrategy", "scale_free"]
@@ -203,6 +212,19 @@ class WindowedStrategy(ABC):
         """Training rows, some repeated (default: as they are)."""
         return idx
 
+    def _decision_rows(self, bars: pd.DataFrame, x: np.ndarray) -> np.ndarray:
+        """Bars whose encoder input is complete (default: :meth:`_decision_bars` of the
+        feature matrix ``x``)."""
+        return self._decision_bars(x)
+
+    def _gather(
+        self, bars: pd.DataFrame, xs: np.ndarray, mean: np.ndarray, std: np.ndarray
+    ) -> Gather | None:
+        """The encoder inputs of the decision bars, given the scaled feature matrix ``xs``
+        and the scaler's per-column ``mean`` and ``std`` (default: ``None``, the ``window``
+        rows of ``xs`` ending at each decision bar)."""
+        return None
+
     # -- internals --------------------------------------------------------------------------
 
     def _feature_frame(self, bars: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
@@ -225,9 +247,12 @@ class WindowedStrategy(ABC):
         full = np.convolve(ok, np.ones(L, dtype=np.int64), mode="valid") == L
         return np.flatnonzero(full) + (L - 1)
 
-    def _split(self, x: np.ndarray, y: np.ndarray, n_bars: int) -> tuple[np.ndarray, np.ndarray]:
+    def _split(
+        self, bars: pd.DataFrame, x: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
-        idx = self._decision_bars(x)
+        n_bars = len(bars)
+        idx = self._decision_rows(bars, x)
         idx = idx[np.isfinite(y[idx])]
         n_val = int(np.ceil(p.val_fraction * idx.size))
         val_idx = idx[idx.size - n_val :]
@@ -282,11 +307,11 @@ class WindowedStrategy(ABC):
         check_bars(bars)
         base = self._features(bars)
         y = np.asarray(self._labels(bars), dtype=np.float64)
-        train_idx, _ = self._split(base.to_numpy(dtype=np.float64), y, len(bars))
+        train_idx, _ = self._split(bars, base.to_numpy(dtype=np.float64), y)
         self._fit_state(bars, base, int(train_idx[-1]))
         feats = self._augment(bars, base)
         x = feats.to_numpy(dtype=np.float64)
-        train_idx, val_idx = self._split(x, y, len(bars))
+        train_idx, val_idx = self._split(bars, x, y)
         # scaler statistics from the bars of the training slice only
         rows = x[: int(train_idx[-1]) + 1]
         rows = rows[np.isfinite(rows).all(axis=1)]
@@ -300,10 +325,13 @@ class WindowedStrategy(ABC):
         names = [str(c) for c in feats.columns]
         net = self._new_net(names)
         cfg = TrainConfig(p.epochs, p.batch_size, p.learning_rate, p.patience, p.seed)
-        best_epoch, best_loss = train(net, xs, target, p.window, fit_idx, val_idx, cfg)
+        gather = self._gather(bars, xs, scaler.mean, scaler.std)
+        best_epoch, best_loss = train(
+            net, xs, target, p.window, fit_idx, val_idx, cfg, gather=gather
+        )
 
-        emb_tr, _ = infer(net, xs, p.window, fit_idx)
-        emb_va, _ = infer(net, xs, p.window, val_idx)
+        emb_tr, _ = infer(net, xs, p.window, fit_idx, gather=gather)
+        emb_va, _ = infer(net, xs, p.window, val_idx, gather=gather)
         dtrain = xgb.DMatrix(self._head_inputs(emb_tr, xs, fit_idx), label=target[fit_idx])
         dval = xgb.DMatrix(self._head_inputs(emb_va, xs, val_idx), label=target[val_idx])
         booster = xgb.train(
@@ -340,10 +368,11 @@ class WindowedStrategy(ABC):
         out = {k: np.full(len(bars), np.nan) for k in empty}
         if len(bars):
             x = self._feature_frame(bars, self.feature_names_).to_numpy(dtype=np.float64)
-            idx = self._decision_bars(x)
+            idx = self._decision_rows(bars, x)
             if idx.size:
                 xs = self.scaler_.transform(x)
-                emb, enc = infer(self.net_, xs, self.params.window, idx)
+                gather = self._gather(bars, xs, self.scaler_.mean, self.scaler_.std)
+                emb, enc = infer(self.net_, xs, self.params.window, idx, gather=gather)
                 head = self.booster_.predict(xgb.DMatrix(self._head_inputs(emb, xs, idx)))
                 for k, v in self._outputs(head, enc).items():
                     out[k][idx] = v

@@ -20,6 +20,8 @@ __all__ = ["STRATEGY_MODULES", "create", "get", "names", "register"]
 STRATEGY_MODULES: tuple[str, ...] = (
     "mlengine.backtest.baselines",
     "mlengine.strategies.mrd",
+    "mlengine.strategies.msa",
+    "mlengine.strategies.mts",
     "mlengine.strategies.pva",
     "mlengine.strategies.vbp",
 )

@@ -1,0 +1,282 @@
+"""MSA — Market Structure Analyst: XGBoost on market-structure, return and volatility
+features, predicting the direction of the close over ``horizon`` bars.
+
+* features: :func:`mlengine.features.compute_features` of the groups ``structure``
+  (trend state, bars since BOS / CHoCH, net event counts, distances to the nearest open
+  FVG and unmitigated order block in ATRs: :mod:`mlengine.features.structure`),
+  ``returns`` and ``volatility`` (the raw ATR in price units dropped); every one causal;
+* labels: :func:`mlengine.labels.direction` over ``horizon`` bars, up (1) or down (0);
+  flat and unknown labels are left out of training;
+* training: the bars whose features are all finite and whose label is known, the last
+  ``val_fraction`` of them the validation slice for early stopping, the ``horizon`` bars
+  before it purged (no training label sees a validation bar); seeded, ``nthread``
+  threads;
+* outputs: ``p_up`` and the diagnostics ``trend_state`` (+1 / -1 / 0), ``after_bos``,
+  ``after_choch`` (1 within ``recent`` bars of one), ``near_fvg``, ``near_ob`` (1 within
+  ``near_atr`` ATRs of an open gap / unmitigated block), NaN in the warm-up;
+* summary (:meth:`MSA.summarize`): ``structure_metrics``, the accuracy of the sign of
+  ``p_up - 0.5`` by prediction type.
+
+Artefacts: ``manifest.json`` (parameters, feature names, training range, versions) and
+``head.ubj`` (XGBoost's binary JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from mlengine import labels
+from mlengine.features import check_bars, compute_features
+from mlengine.strategies._windowed import scale_free
+from mlengine.strategies.base import Context, NotFittedError, StrategyError
+from mlengine.strategies.registry import register
+
+__all__ = ["MSA", "PREDICTION_TYPES", "MSAParams"]
+
+_MANIFEST = "manifest.json"
+_HEAD = "head.ubj"
+_MIN_ROWS = 20
+PREDICTION_TYPES = ("all", "after_bos", "after_choch", "near_fvg", "near_ob")
+
+
+@dataclass(frozen=True)
+class MSAParams:
+    horizon: int = 12
+    n: int = 3  # fractal swings: bars on each side
+    atr_window: int = 14
+    window: int = 50  # bars of the structure features' event counts
+    recent: int = 5  # "after BOS / CHoCH": within this many bars
+    near_atr: float = 1.0  # "near an FVG / OB": within this many ATRs
+    val_fraction: float = 0.2
+    n_estimators: int = 300
+    max_depth: int = 3
+    learning_rate: float = 0.05
+    early_stopping_rounds: int = 30
+    nthread: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("horizon", "n", "atr_window", "window", "recent", "n_estimators"):
+            _positive_int(name, getattr(self, name))
+        for name in ("max_depth", "early_stopping_rounds", "nthread"):
+            _positive_int(name, getattr(self, name))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise StrategyError(f"msa: seed must be an integer, got {self.seed!r}")
+        for name, hi in (("near_atr", np.inf), ("val_fraction", 1.0), ("learning_rate", 1.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < v < hi:
+                raise StrategyError(f"msa: {name} must lie in (0, {hi}), got {v!r}")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StrategyError(f"msa: {name} must be a positive integer, got {value!r}")
+
+
+@register
+class MSA:
+    """Market Structure Analyst (see the module docstring)."""
+
+    name = "msa"
+
+    def __init__(self, params: MSAParams | None = None, *, seed: int | None = None, **kwargs: Any):
+        if params is not None and kwargs:
+            raise StrategyError("msa: give params or keyword arguments, not both")
+        if params is None:
+            params = MSAParams(**kwargs) if seed is None else MSAParams(seed=seed, **kwargs)
+        elif not isinstance(params, MSAParams):
+            raise StrategyError(f"msa: params must be MSAParams, got {type(params).__name__}")
+        elif seed is not None:
+            params = replace(params, seed=seed)
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"MSA({self.params!r})"
+
+    @classmethod
+    def contract_params(cls) -> dict[str, Any]:
+        """Small settings for the contract suite (a fit well under a second)."""
+        return {"horizon": 4, "n_estimators": 20, "early_stopping_rounds": 5, "nthread": 1}
+
+    # -- features and labels ----------------------------------------------------------------
+
+    def _features(self, bars: pd.DataFrame) -> pd.DataFrame:
+        p = self.params
+        ms = {"n": p.n, "atr_window": p.atr_window, "window": p.window}
+        params = {
+            "market_structure": ms,
+            "fvg": {"atr_window": p.atr_window, "window": p.window},
+            "order_block": {"n": p.n, "atr_window": p.atr_window},
+        }
+        return scale_free(compute_features(bars, ["structure", "returns", "volatility"], params))
+
+    def _diagnostics(self, feats: pd.DataFrame) -> dict[str, np.ndarray]:
+        p = self.params
+        col = {k: feats[f"{k}_{s}"].to_numpy() for k, s in self._structure_columns().items()}
+        near_fvg = np.fmin(col["fvg_bull_dist"], col["fvg_bear_dist"]) <= p.near_atr
+        near_ob = np.fmin(col["ob_bull_dist"], col["ob_bear_dist"]) <= p.near_atr
+        out = {
+            "trend_state": col["ms_trend"].copy(),
+            "after_bos": (col["ms_since_bos"] < p.recent).astype(np.float64),
+            "after_choch": (col["ms_since_choch"] < p.recent).astype(np.float64),
+            "near_fvg": near_fvg.astype(np.float64),
+            "near_ob": near_ob.astype(np.float64),
+        }
+        warm = np.isnan(col["ms_trend"])
+        for v in out.values():
+            v[warm] = np.nan
+        return out
+
+    def _structure_columns(self) -> dict[str, str]:
+        p = self.params
+        nw, na = f"{p.n}_{p.window}", f"{p.n}_{p.atr_window}"
+        return {
+            "ms_trend": str(p.n),
+            "ms_since_bos": nw,
+            "ms_since_choch": nw,
+            "fvg_bull_dist": str(p.atr_window),
+            "fvg_bear_dist": str(p.atr_window),
+            "ob_bull_dist": na,
+            "ob_bear_dist": na,
+        }
+
+    def _labels(self, bars: pd.DataFrame) -> np.ndarray:
+        """1 up, 0 down, NaN flat or unknown."""
+        v = labels.direction(bars, self.params.horizon).values.to_numpy()
+        return np.where(v > 0, 1.0, np.where(v < 0, 0.0, np.nan))
+
+    # -- the contract -----------------------------------------------------------------------
+
+    def fit(self, bars: pd.DataFrame, *, context: Context | None = None) -> Self:
+        """Learn the XGBoost model from ``bars`` only (module docstring)."""
+        p = self.params
+        check_bars(bars)
+        feats = self._features(bars)
+        x = feats.to_numpy(dtype=np.float64)
+        y = self._labels(bars)
+        idx = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(y))
+        n_val = int(np.ceil(p.val_fraction * idx.size))
+        val_idx = idx[idx.size - n_val :]
+        train_idx = idx[: idx.size - n_val]
+        if val_idx.size:
+            train_idx = train_idx[train_idx < val_idx[0] - p.horizon]
+        if train_idx.size < _MIN_ROWS or val_idx.size < _MIN_ROWS:
+            raise StrategyError(
+                f"msa: {len(bars)} bars give {train_idx.size} training and {val_idx.size} "
+                f"validation rows with finite features and a known {p.horizon}-bar label; "
+                f"need at least {_MIN_ROWS} of each: give more bars"
+            )
+        names = [str(c) for c in feats.columns]
+        dtrain = xgb.DMatrix(x[train_idx], label=y[train_idx], feature_names=names)
+        dval = xgb.DMatrix(x[val_idx], label=y[val_idx], feature_names=names)
+        booster = xgb.train(
+            {
+                "objective": "binary:logistic",
+                "eval_metric": "logloss",
+                "max_depth": p.max_depth,
+                "eta": p.learning_rate,
+                "seed": p.seed,
+                "nthread": p.nthread,
+                "tree_method": "hist",
+            },
+            dtrain,
+            num_boost_round=p.n_estimators,
+            evals=[(dval, "val")],
+            early_stopping_rounds=p.early_stopping_rounds,
+            verbose_eval=False,
+        )
+        self.feature_names_ = names
+        self.booster_ = booster[: booster.best_iteration + 1]
+        self.train_start_: pd.Timestamp = bars.index[0]
+        self.train_end_: pd.Timestamp = bars.index[-1]
+        self.fit_info_ = {
+            "n_train": int(train_idx.size),
+            "n_val": int(val_idx.size),
+            "xgb_best_iteration": int(booster.best_iteration),
+        }
+        return self
+
+    def predict_proba(self, bars: pd.DataFrame, *, context: Context | None = None) -> pd.DataFrame:
+        """``p_up`` and the diagnostics per bar (NaN where a feature is)."""
+        self._check_fitted()
+        check_bars(bars)
+        feats = self._features(bars)
+        x = feats[self.feature_names_].to_numpy(dtype=np.float64)
+        ok = np.flatnonzero(np.isfinite(x).all(axis=1))
+        p_up = np.full(len(bars), np.nan)
+        if ok.size:
+            dm = xgb.DMatrix(x[ok], feature_names=self.feature_names_)
+            p_up[ok] = self.booster_.predict(dm).astype(np.float64)
+        return pd.DataFrame({"p_up": p_up, **self._diagnostics(feats)}, index=bars.index)
+
+    def summarize(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """``structure_metrics``: per prediction type (index ``type``: all bars, within
+        ``recent`` bars after a BOS / CHoCH, near an FVG / OB) the bars with a directional
+        prediction (``p_up != 0.5``) and a known label, and the accuracy of their sign."""
+        y = self._labels(bars)
+        p = predictions["p_up"].to_numpy(dtype=np.float64)
+        scored = np.isfinite(p) & (p != 0.5) & np.isfinite(y)
+        hit = (p > 0.5) == (y == 1.0)
+        rows = []
+        for kind in PREDICTION_TYPES:
+            mask = scored.copy()
+            if kind != "all":
+                mask &= predictions[kind].to_numpy(dtype=np.float64) == 1.0
+            n = int(mask.sum())
+            rows.append({"n": n, "accuracy": float(hit[mask].mean()) if n else np.nan})
+        frame = pd.DataFrame(rows, index=pd.Index(PREDICTION_TYPES, name="type"))
+        return {"structure_metrics": frame}
+
+    # -- artefacts --------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "booster_"):
+            raise NotFittedError("msa: call fit before predict_proba or save")
+
+    def save(self, path: Path) -> None:
+        """Write ``manifest.json`` and ``head.ubj`` under ``path``."""
+        self._check_fitted()
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "strategy": self.name,
+            "params": asdict(self.params),
+            "feature_names": self.feature_names_,
+            "train_start": self.train_start_.isoformat(),
+            "train_end": self.train_end_.isoformat(),
+            "fit_info": self.fit_info_,
+            "versions": {"xgboost": xgb.__version__},
+        }
+        self.booster_.save_model(path / _HEAD)
+        (path / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        """The fitted strategy saved at ``path``."""
+        path = Path(path)
+        file = path / _MANIFEST
+        try:
+            m = json.loads(file.read_text())
+            if not isinstance(m, dict) or m.get("strategy") != cls.name:
+                raise StrategyError(f"{file}: not an 'msa' manifest")
+            known = {f.name for f in fields(MSAParams)}
+            out = cls(MSAParams(**{k: v for k, v in m["params"].items() if k in known}))
+            out.feature_names_ = [str(c) for c in m["feature_names"]]
+            booster = xgb.Booster()
+            booster.load_model(path / _HEAD)
+            out.booster_ = booster
+            out.train_start_ = pd.Timestamp(m["train_start"])
+            out.train_end_ = pd.Timestamp(m["train_end"])
+            out.fit_info_ = dict(m.get("fit_info", {}))
+        except (OSError, KeyError, TypeError, ValueError, xgb.core.XGBoostError) as err:
+            if isinstance(err, StrategyError):
+                raise
+            raise StrategyError(f"{path}: cannot load the msa artefacts: {err}") from None
+        return out
