@@ -2,7 +2,8 @@
 
 The report is built from a real backtest: an SMA(24/120) crossover on the bundled Coinbase
 BTCUSD 1h bars, compared with buy-and-hold through the same engine; its model explanations
-come from a small transformer encoder through :mod:`mlengine.nn.extraction`.
+come from a small transformer encoder through :mod:`mlengine.nn.extraction`, MSA's market
+structure summary of the last real bars and a timeframe-attention table.
 ``report_inputs`` is shared with the browser test, ``model_explanations`` with the run tests.
 """
 
@@ -30,6 +31,7 @@ from mlengine.backtest.engine import BacktestResult, run_backtest
 from mlengine.backtest.report import ReportError, default_rolling_window, render_report
 from mlengine.data.schema import make_bar_frame
 from mlengine.nn.extraction import extract_attention, feature_importance, heatmap_frame
+from mlengine.strategies.msa import MSA, PREDICTION_TYPES
 from tests.nn.test_encoders import L, encoder, windows
 
 FULL_FIGURES = [
@@ -45,6 +47,8 @@ FULL_FIGURES = [
     "comparison",
     "attention",
     "feature-importance",
+    "structure",
+    "timeframe-attention",
 ]
 BASIC_FIGURES = FULL_FIGURES[:6]
 HOSTILE = "SMA <script>alert('x')</script> & <b>co</b>"
@@ -66,6 +70,29 @@ def model_explanations(bars: pd.DatetimeIndex) -> dict[str, pd.DataFrame]:
         "feature_importance": feature_importance(enc, x, feature_names=FEATURES),
         "fold_scores": fold_scores,
     }
+
+
+@functools.cache
+def _structure() -> dict[str, pd.DataFrame]:
+    bars = datasets.load("btcusd_1h_coinbase").iloc[-2000:]
+    diagnostics = dict.fromkeys(PREDICTION_TYPES[1:], 0.0)
+    pred = pd.DataFrame({"p_up": 0.5, **diagnostics}, index=bars.index)
+    return MSA().summarize(pred, bars)
+
+
+def structure() -> dict[str, pd.DataFrame]:
+    """MSA's summary of the last 2,000 real bars (``structure_metrics``,
+    ``structure_events``, ``swings``), fresh copies."""
+    return {name: frame.copy() for name, frame in _structure().items()}
+
+
+def timeframe_attention() -> pd.DataFrame:
+    """An MTS-style ``timeframe_attention`` table: rows of weights over three timeframes."""
+    return pd.DataFrame(
+        [[0.5, 0.3, 0.2], [0.62, 0.23, 0.15]],
+        index=pd.Index(["mean", "last"], name="windows"),
+        columns=["1h", "4h", "1d"],
+    )
 
 
 def sma_position(close: pd.Series, fast: int = 24, slow: int = 120) -> pd.Series:
@@ -153,7 +180,9 @@ def _full() -> dict[str, Any]:
         "close": close,
         "comparison": comparison,
         "comparison_equity": {name: r.equity for name, r in results.items()},
-        "explanations": model_explanations(pd.DatetimeIndex(bars.index)),
+        "explanations": model_explanations(pd.DatetimeIndex(bars.index))
+        | structure()
+        | {"timeframe_attention": timeframe_attention()},
         "extra_sections": [("Notes", "<p id='extra-note'>A later stage's section.</p>")],
     }
 
@@ -354,7 +383,7 @@ def test_explanations_section_draws_the_extraction_output(full_page: str) -> Non
     attention, importance = explained["attention"], explained["feature_importance"]
     section = full_page.split('<section id="explanations">')[1].split("</section>")[0]
     figures = parse(section).figures
-    assert figures == ["attention", "feature-importance"]
+    assert figures == ["attention", "feature-importance", "structure", "timeframe-attention"]
     assert "the window&#x27;s last bar" in section and "attention rollout" in section
     assert "<h3>Fold scores</h3>" in section and ">late<" in section
     assert ">53.00%<" in section  # a free-form table, formatted like the others
@@ -415,6 +444,103 @@ def test_regime_path_is_drawn_as_the_price_coloured_by_regime() -> None:
     empty = frame.iloc[:0]
     assert "Nothing to draw." in render_report(
         **report_inputs(full=False), explanations={"regime_path": empty}
+    )
+
+
+def _explanations_section(page_text: str) -> str:
+    return page_text.split('<section id="explanations">')[1].split("</section>")[0]
+
+
+def test_structure_is_drawn_over_the_close_and_timeframes_as_bars(full_page: str) -> None:
+    explained = report_inputs()["explanations"]
+    section = _explanations_section(full_page)
+    assert "<h3>Structure metrics</h3>" in section  # a free-form table
+    assert "<h3>Structure events</h3>" not in section and "<h3>Swings</h3>" not in section
+    assert "changes of character" in section and "each row sums to 100%" in section
+    events = report._structure_frame(explained["structure_events"], "structure_events")
+    found = report._structure_frame(explained["swings"], "swings")
+    close = runs()[0]["close"]
+    fig = _charts.structure_figure(close, events, found)
+    assert fig is not None
+    count = events.groupby(["kind", "direction"]).size()
+    sides = {1: "bullish", -1: "bearish"}
+    zones = [
+        f"{sides[d]} {'FVG' if k == 'fvg' else 'order block'} ({count[k, d]:,})"
+        for k in ("fvg", "ob")
+        for d in (1, -1)
+        if (k, d) in count
+    ]
+    labels = {"bos": "BOS", "choch": "CHoCH", "sweep": "sweep"}
+    lines = [f"{label} ({(events['kind'] == k).sum():,})" for k, label in labels.items()]
+    swing_names = [f"swing {k}s ({(found['kind'] == k).sum():,})" for k in ("high", "low")]
+    shown = [t.name for t in fig.data if t.showlegend is not False]
+    assert shown == ["close", *zones, *lines, *swing_names]
+    assert len(zones) == 4 and len(fig.data) == 1 + 4 + 2 * 3 + 2  # one trace per kind
+    traces = {str(t.name).split(" (")[0]: t for t in fig.data if t.name}
+    # the close from the first event or swing on, to the last bar
+    start = min(events["formed"].min(), found["ts"].min())
+    drawn = close[close.index >= start]
+    np.testing.assert_array_equal(traces["close"].x, _charts.epoch_ms(drawn.index))
+    # zones: one rectangle per event, from the confirming bar to the mitigating one or the end
+    z = events[(events["kind"] == "fvg") & (events["direction"] == 1)]
+    x = np.asarray(traces["bullish FVG"].x, dtype=np.float64).reshape(-1, 6)
+    y = np.asarray(traces["bullish FVG"].y, dtype=np.float64).reshape(-1, 6)
+    assert traces["bullish FVG"].fill == "toself"
+    np.testing.assert_array_equal(x[:, 0], _charts.epoch_ms(pd.DatetimeIndex(z["confirmed"])))
+    end = z["mitigated"].fillna(close.index[-1])
+    np.testing.assert_array_equal(x[:, 1], _charts.epoch_ms(pd.DatetimeIndex(end)))
+    assert z["mitigated"].isna().any() and z["mitigated"].notna().any()
+    np.testing.assert_array_equal(y[:, [0, 1, 4]], np.repeat(z["bottom"].to_numpy()[:, None], 3, 1))
+    np.testing.assert_array_equal(y[:, [2, 3]], np.repeat(z["top"].to_numpy()[:, None], 2, 1))
+    assert np.isnan(x[:, 5]).all() and np.isnan(y[:, 5]).all()
+    # breaks: a mark at the confirming bar and level, pointing the break's way
+    b = events[events["kind"] == "bos"]
+    np.testing.assert_array_equal(
+        traces["BOS"].x, _charts.epoch_ms(pd.DatetimeIndex(b["confirmed"]))
+    )
+    np.testing.assert_array_equal(traces["BOS"].y, b["level"])
+    up = b["direction"].to_numpy() > 0
+    assert list(traces["BOS"].marker.symbol) == [
+        "triangle-up" if u else "triangle-down" for u in up
+    ]
+    highs = found[found["kind"] == "high"]
+    np.testing.assert_array_equal(
+        traces["swing highs"].x, _charts.epoch_ms(pd.DatetimeIndex(highs["ts"]))
+    )
+    np.testing.assert_array_equal(traces["swing highs"].y, highs["price"])
+    # the attention across timeframes: one bar per timeframe and row, in percent
+    frame = explained["timeframe_attention"]
+    bars_fig = _charts.timeframe_attention_figure(frame)
+    assert [t.name for t in bars_fig.data] == ["mean", "last"]
+    assert bars_fig.layout.barmode == "group"
+    for trace, (_, row) in zip(bars_fig.data, frame.iterrows(), strict=True):
+        assert list(trace.x) == list(frame.columns)
+        np.testing.assert_allclose(trace.y, row.to_numpy() * 100.0)
+
+
+def test_structure_without_close_or_events(tmp_path: Path) -> None:
+    frames = structure()
+    page_text = render_report(
+        **report_inputs(full=False), explanations={"swings": frames["swings"]}
+    )
+    assert parse(_explanations_section(page_text)).figures == ["structure"]
+    found = report._structure_frame(frames["swings"], "swings")
+    events = report._structure_frame(frames["structure_events"].iloc[:0], "structure_events")
+    fig = _charts.structure_figure(None, events, found)
+    assert fig is not None and [t.name for t in fig.data] == [
+        f"swing highs ({(found['kind'] == 'high').sum():,})",
+        f"swing lows ({(found['kind'] == 'low').sum():,})",
+    ]
+    empty = {name: frames[name].iloc[:0] for name in ("structure_events", "swings")}
+    assert "Nothing to draw." in render_report(**report_inputs(full=False), explanations=empty)
+    # as a run directory stores them (Parquet) they draw the same
+    stored = {}
+    for name in ("structure_events", "swings"):
+        frames[name].to_parquet(tmp_path / f"{name}.parquet")
+        stored[name] = pd.read_parquet(tmp_path / f"{name}.parquet")
+    kwargs = report_inputs(full=False) | {"close": runs()[0]["close"]}
+    assert render_report(**kwargs, explanations=stored) == render_report(
+        **kwargs, explanations={k: frames[k] for k in stored}
     )
 
 
@@ -527,7 +653,7 @@ def _explained(name: str, change: Any) -> Any:
     return lambda k: k["explanations"] | {name: change(k["explanations"][name])}
 
 
-def _set(frame: pd.DataFrame, row: str | int, col: int | str, value: float) -> pd.DataFrame:
+def _set(frame: pd.DataFrame, row: str | int, col: int | str, value: float | str) -> pd.DataFrame:
     out = frame.copy()
     out.loc[row, col if isinstance(col, str) else out.columns[col]] = value
     return out
@@ -598,6 +724,40 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
      r"explanations\['regime_path'\] close is not finite at row 5"),
     ("explanations", lambda k: {"regime_path": _set(regime_path(), 30, "regime", 1.5)},
      r"explanations\['regime_path'\] regime must be whole numbers: row 30 is 1.5"),
+    ("explanations", _explained("structure_events", lambda f: f.drop(columns="mitigated")),
+     r"explanations\['structure_events'\] needs the columns kind, direction, level, top, "
+     r"bottom, formed, confirmed, mitigated; missing \['mitigated'\]"),
+    ("explanations", _explained("swings", lambda f: f.drop(columns=["price", "ts"])),
+     r"explanations\['swings'\] needs the columns ts, kind, price, confirmed; "
+     r"missing \['ts', 'price'\]"),
+    ("explanations", _explained("structure_events", lambda f: _set(f, 3, "kind", "bosx")),
+     r"explanations\['structure_events'\] kind must be one of bos, choch, sweep, fvg, ob: "
+     r"row 3 is 'bosx'"),
+    ("explanations", _explained("swings", lambda f: _set(f, 4, "kind", "top")),
+     r"explanations\['swings'\] kind must be one of high, low: row 4 is 'top'"),
+    ("explanations", _explained("structure_events", lambda f: _set(f, 2, "direction", 0)),
+     r"explanations\['structure_events'\] direction must be 1 or -1: row 2 is 0"),
+    ("explanations", _explained("structure_events", lambda f: _set(f, 6, "top", math.inf)),
+     r"explanations\['structure_events'\] top is not finite at row 6"),
+    ("explanations", _explained("swings", lambda f: f.assign(price="high")),
+     r"explanations\['swings'\] price must hold numbers"),
+    ("explanations", _explained("structure_events", lambda f: _set(f, 1, "formed", "yesterday")),
+     r"explanations\['structure_events'\] formed must be ISO 8601 times"),
+    ("explanations", _explained("structure_events", lambda f: _set(f, 5, "confirmed", "")),
+     r"explanations\['structure_events'\] confirmed is empty at row 5"),
+    ("explanations", _explained("swings", lambda f: _set(f, 0, "ts", "soon")),
+     r"explanations\['swings'\] ts must be ISO 8601 times"),
+    ("explanations", _explained("timeframe_attention", lambda f: f.iloc[:, :0]),
+     r"explanations\['timeframe_attention'\] needs rows and timeframes \(columns\), got \(2, 0\)"),
+    ("explanations", _explained("timeframe_attention", lambda f: f.assign(**{"4h": "much"})),
+     r"explanations\['timeframe_attention'\] must hold numbers"),
+    ("explanations", _explained("timeframe_attention", lambda f: _set(f, "last", "1d", 1.2)),
+     r"explanations\['timeframe_attention'\] values must be finite and in \[0, 1\]: "
+     r"row 'last', timeframe '1d' is 1.2"),
+    ("explanations", _explained("timeframe_attention", lambda f: _set(f, "mean", "4h", math.nan)),
+     r"row 'mean', timeframe '4h' is nan"),
+    ("explanations", _explained("timeframe_attention", lambda f: _set(f, "mean", "1h", 0.4)),
+     r"explanations\['timeframe_attention'\] row 'mean' sums to 0.9, not 1"),
 ]  # fmt: skip
 
 

@@ -17,9 +17,9 @@ import pytest
 from mlengine import datasets, labels
 from mlengine.data.loader import WalkForwardSplit
 from mlengine.data.schema import make_bar_frame
-from mlengine.features.structure import structure_events
+from mlengine.features.structure import structure_events, swings
 from mlengine.strategies.base import NotFittedError, StrategyError
-from mlengine.strategies.msa import MSA, PREDICTION_TYPES, MSAParams
+from mlengine.strategies.msa import MAX_EVENTS, MAX_SWINGS, MSA, PREDICTION_TYPES, MSAParams
 
 CONTROL: dict[str, Any] = {"n_estimators": 100, "early_stopping_rounds": 10}
 N_BARS, TEST_SIZE, N_SPLITS = 3000, 500, 2
@@ -174,6 +174,78 @@ def test_summarize_counts_and_accuracy_by_type(fitted: MSA, eurusd: pd.DataFrame
     assert m["after_bos"]["n"] == known[5:10].sum()
     assert m["after_bos"]["accuracy"] == pytest.approx(1 - 1 / known[5:10].sum())
     assert m["near_ob"]["n"] == 0 and np.isnan(m["near_ob"]["accuracy"])
+
+
+def _iso(stamps: pd.Series) -> list[str]:
+    return ["" if pd.isna(t) else t.isoformat() for t in stamps]
+
+
+def _structure(model: MSA, bars: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    out = model.summarize(model.predict_proba(bars), bars)
+    assert list(out) == ["structure_metrics", "structure_events", "swings"]
+    return out
+
+
+def test_summarize_lists_the_last_structure_events_and_swings(
+    fitted: MSA, eurusd: pd.DataFrame
+) -> None:
+    bars = eurusd.iloc[200:]  # the out-of-sample bars: detection starts at their first bar
+    out = _structure(fitted, bars)
+    events, found = out["structure_events"], out["swings"]
+    assert list(events.columns) == [
+        *("kind", "direction", "level", "top", "bottom", "formed", "confirmed", "mitigated")
+    ]
+    assert list(found.columns) == ["ts", "kind", "price", "confirmed"]
+    p = fitted.params
+    want = structure_events(bars, n=p.n, atr_window=p.atr_window)
+    want_swings = swings(bars, n=p.n, atr_window=p.atr_window)
+    assert len(want) > MAX_EVENTS and len(want_swings) > MAX_SWINGS  # the caps bite here
+    want, want_swings = want.iloc[-MAX_EVENTS:], want_swings.iloc[-MAX_SWINGS:]
+    assert len(events) == MAX_EVENTS and len(found) == MAX_SWINGS
+    assert set(events["kind"]) == {"bos", "choch", "fvg", "ob", "sweep"}
+    assert events["kind"].tolist() == want["kind"].tolist()
+    np.testing.assert_array_equal(events["direction"], want["direction"])
+    for col in ("level", "top", "bottom"):
+        np.testing.assert_array_equal(events[col], want[col])
+    for col in ("formed", "confirmed", "mitigated"):
+        assert events[col].tolist() == _iso(want[col]), col
+    assert (events["mitigated"] == "").any() and (events["mitigated"] != "").any()
+    assert found["ts"].tolist() == _iso(want_swings["formed"])
+    assert found["confirmed"].tolist() == _iso(want_swings["confirmed"])
+    assert found["kind"].tolist() == ["high" if d > 0 else "low" for d in want_swings["direction"]]
+    np.testing.assert_array_equal(found["price"], want_swings["level"])
+    # every stamp is one of the bars given, as ISO 8601 text (Parquet-safe, labels are text)
+    for frame, cols in ((events, ["formed", "confirmed"]), (found, ["ts", "confirmed"])):
+        assert all(isinstance(c, str) for c in frame.columns)
+        for col in cols:
+            assert pd.DatetimeIndex(pd.to_datetime(frame[col], utc=True)).isin(bars.index).all()
+    stamped = events.loc[events["mitigated"] != "", "mitigated"]
+    assert pd.DatetimeIndex(pd.to_datetime(stamped, utc=True)).isin(bars.index).all()
+
+
+@pytest.mark.parametrize("end", [700, 1111])
+def test_summarized_structure_is_causal(fitted: MSA, eurusd: pd.DataFrame, end: int) -> None:
+    """Summarising a prefix of the bars lists the events the full bars confirm by its last
+    bar, those mitigated later still open: nothing comes from bars not given."""
+    bars = eurusd.iloc[200:]
+    prefix = bars.iloc[:end]
+    last = prefix.index[-1]
+    got = _structure(fitted, prefix)
+    events, found = got["structure_events"], got["swings"]
+    p = fitted.params
+    full = structure_events(bars, n=p.n, atr_window=p.atr_window)
+    want = full[full["confirmed"] <= last].iloc[-MAX_EVENTS:]
+    assert len(full) > len(want) > 100 and (want["mitigated"] > last).any()
+    assert events["kind"].tolist() == want["kind"].tolist()
+    np.testing.assert_array_equal(events["direction"], want["direction"])
+    for col in ("formed", "confirmed"):
+        assert events[col].tolist() == _iso(want[col]), col
+    assert events["mitigated"].tolist() == _iso(want["mitigated"].where(want["mitigated"] <= last))
+    full_swings = swings(bars, n=p.n, atr_window=p.atr_window)
+    want_swings = full_swings[full_swings["confirmed"] <= last].iloc[-MAX_SWINGS:]
+    assert len(full_swings) > len(want_swings) > 50
+    assert found["ts"].tolist() == _iso(want_swings["formed"])
+    assert found["confirmed"].tolist() == _iso(want_swings["confirmed"])
 
 
 def test_manifest_and_fit_info(fitted: MSA, tmp_path: Path) -> None:

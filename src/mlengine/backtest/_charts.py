@@ -435,3 +435,162 @@ def regime_figure(
     _layout(fig, "Price by regime" + note, "close", height=420)
     _log_toggle(fig)
     return fig
+
+
+def _rgba(color: str, alpha: float) -> str:
+    r, g, b = (int(color[k : k + 2], 16) for k in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def _utc(index: pd.Index) -> pd.DatetimeIndex:
+    idx = pd.DatetimeIndex(index)
+    return idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+
+
+#: Event kinds of the structure overlay: lines (marks at the confirming bar) and zones.
+EVENT_KINDS = ("bos", "choch", "sweep", "fvg", "ob")
+_LINES = {"bos": ("BOS", BLUE), "choch": ("CHoCH", ORANGE), "sweep": ("sweep", PALETTE[4])}
+_ZONES = {
+    ("fvg", 1): ("bullish FVG", GREEN, 0.18),
+    ("fvg", -1): ("bearish FVG", RED, 0.18),
+    ("ob", 1): ("bullish order block", PALETTE[9], 0.25),
+    ("ob", -1): ("bearish order block", PALETTE[6], 0.25),
+}
+
+
+def structure_figure(
+    close: pd.Series | None,
+    events: pd.DataFrame,
+    swings: pd.DataFrame,
+    max_points: int = MAX_POINTS,
+) -> go.Figure | None:
+    """Market structure over the close (if given), from the first event or swing on (None
+    without events and swings).
+
+    ``events``: ``kind`` (:data:`EVENT_KINDS`), ``direction`` (+1 / -1), ``level``, ``top``,
+    ``bottom`` and the UTC times ``formed``, ``confirmed``, ``mitigated`` (NaT: open);
+    ``swings``: ``ts``, ``kind`` (``high`` / ``low``), ``price``. Swings are marks at their
+    bar; BOS, CHoCH and sweeps marks at the confirming bar (▲ bullish, ▼ bearish) with a
+    dotted line back to the level's bar; FVGs and order blocks rectangles from the
+    confirming bar to the mitigating one (or the end). Each kind is one trace (the
+    rectangles of a kind one filled path with gaps), so hundreds of zones stay cheap.
+    """
+    stamps = pd.concat([events["formed"], swings["ts"]])
+    if stamps.empty:
+        return None
+    if close is not None:
+        close = close[_utc(close.index) >= stamps.min()]
+    if close is not None and not close.empty:
+        fig, note = _time_lines([(close, "close", GREY)], max_points)
+        end = _utc(close.index)[-1]
+    else:
+        fig, note = go.Figure(), ""
+        times = pd.concat([stamps, events["confirmed"], events["mitigated"]])
+        end = times.max()
+    for (kind, d), (label, color, alpha) in _ZONES.items():
+        z = events[(events["kind"] == kind) & (events["direction"] == d)]
+        if z.empty:
+            continue
+        x0 = epoch_ms(pd.DatetimeIndex(z["confirmed"]))
+        x1 = epoch_ms(pd.DatetimeIndex(z["mitigated"].fillna(end)))
+        lo, hi = z["bottom"].to_numpy(np.float64), z["top"].to_numpy(np.float64)
+        gap = np.full(len(z), np.nan)
+        fig.add_trace(
+            go.Scatter(
+                x=np.column_stack([x0, x1, x1, x0, x0, gap]).ravel(),
+                y=np.column_stack([lo, lo, hi, hi, lo, gap]).ravel(),
+                mode="lines",
+                fill="toself",
+                fillcolor=_rgba(color, alpha),
+                line={"color": _rgba(color, min(2 * alpha, 1.0)), "width": 0.5},
+                name=f"{label} ({len(z):,})",
+                hoveron="fills",
+                hoverinfo="name",
+            )
+        )
+    for kind, (label, color) in _LINES.items():
+        e = events[events["kind"] == kind]
+        if e.empty:
+            continue
+        x0 = epoch_ms(pd.DatetimeIndex(e["formed"]))
+        x1 = epoch_ms(pd.DatetimeIndex(e["confirmed"]))
+        level = e["level"].to_numpy(np.float64)
+        gap = np.full(len(e), np.nan)
+        fig.add_trace(
+            go.Scatter(
+                x=np.column_stack([x0, x1, gap]).ravel(),
+                y=np.column_stack([level, level, gap]).ravel(),
+                mode="lines",
+                line={"color": color, "width": 1, "dash": "dot"},
+                legendgroup=kind,
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+        up = e["direction"].to_numpy() > 0
+        fig.add_trace(
+            go.Scatter(
+                x=x1,
+                y=level,
+                mode="markers",
+                marker={
+                    "color": color,
+                    "size": 9,
+                    "symbol": np.where(up, "triangle-up", "triangle-down"),
+                    "line": {"width": 0.5, "color": "#ffffff"},
+                },
+                customdata=np.where(up, "bullish", "bearish"),
+                name=f"{label} ({len(e):,})",
+                legendgroup=kind,
+                hovertemplate=_TIME_HOVER
+                + f"%{{customdata}} {label} at %{{y:,.5g}}<extra></extra>",
+            )
+        )
+    for kind, color, symbol in (
+        ("high", RED, "triangle-down-open"),
+        ("low", GREEN, "triangle-up-open"),
+    ):
+        s = swings[swings["kind"] == kind]
+        if s.empty:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=epoch_ms(pd.DatetimeIndex(s["ts"])),
+                y=s["price"].to_numpy(np.float64),
+                mode="markers",
+                marker={"color": color, "size": 7, "symbol": symbol},
+                name=f"swing {kind}s ({len(s):,})",
+                hovertemplate=_TIME_HOVER + f"swing {kind} " + "%{y:,.5g}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(type="date")
+    title = f"Market structure: {len(events):,} events, {len(swings):,} swings{note}"
+    _layout(fig, title, "price", height=520)
+    legend = {"x": 0.0, "xanchor": "left", "y": -0.1, "yanchor": "top"}
+    fig.update_layout(hovermode="closest", legend=legend, margin={"b": 100})
+    return fig
+
+
+def timeframe_attention_figure(frame: pd.DataFrame) -> go.Figure:
+    """The weight of each timeframe (columns) in percent, one group of bars per row."""
+    timeframes = [html.escape(str(c)) for c in frame.columns]
+    fig = go.Figure()
+    for k, (row, values) in enumerate(frame.iterrows()):
+        label = html.escape(str(row))
+        fig.add_trace(
+            go.Bar(
+                x=timeframes,
+                y=values.to_numpy(dtype=np.float64) * 100.0,
+                name=label,
+                marker={"color": PALETTE[k % len(PALETTE)]},
+                texttemplate="%{y:.1f}%",
+                textposition="outside",
+                cliponaxis=False,
+                hovertemplate="%{x}: %{y:.1f}%<extra>" + label + "</extra>",
+            )
+        )
+    fig.update_xaxes(type="category", title_text="timeframe")
+    fig.update_yaxes(rangemode="tozero")
+    _layout(fig, "Attention across timeframes", "weight (%)", height=340)
+    fig.update_layout(barmode="group", hovermode="closest")
+    return fig

@@ -426,12 +426,133 @@ def _regime_path_html(page: _Page, frame: pd.DataFrame, max_points: int) -> str:
     return page.figure(fig, "regime-path") + f'<p class="muted">{_esc(_REGIME_CAPTION)}</p>'
 
 
-def _explanations_html(
-    page: _Page, explanations: Mapping[str, pd.DataFrame], max_points: int
+_STRUCTURE = ("structure_events", "swings")
+_STRUCTURE_COLUMNS = {
+    "structure_events": ("kind", "direction", "level", "top", "bottom", "formed", "confirmed",
+                         "mitigated"),
+    "swings": ("ts", "kind", "price", "confirmed"),
+}  # fmt: skip
+_STRUCTURE_KINDS = {"structure_events": _charts.EVENT_KINDS, "swings": ("high", "low")}
+_STRUCTURE_CAPTION = (
+    "The close with the market structure the strategy detected on the out-of-sample bars: "
+    "swing highs and lows at their bar; breaks of structure (BOS), changes of character "
+    "(CHoCH) and liquidity sweeps at the bar that confirmed them (▲ bullish, ▼ bearish), a "
+    "dotted line back to the level's bar; fair value gaps and order blocks as zones from "
+    "the bar that confirmed them to the first bar that traded into them (or the end)."
+)
+
+
+def _times(frame: pd.DataFrame, where: str, col: str, *, blank: bool = False) -> pd.Series:
+    """Column ``col`` of ISO 8601 texts as UTC times; empty texts are NaT if ``blank``."""
+    try:
+        out = pd.to_datetime(frame[col].astype(str), utc=True, format="ISO8601")
+    except (TypeError, ValueError) as err:
+        raise ReportError(f"{where} {col} must be ISO 8601 times: {err}") from None
+    if not blank and out.isna().any():
+        raise ReportError(f"{where} {col} is empty at row {int(np.argmax(out.isna()))}")
+    return out.reset_index(drop=True)
+
+
+def _numbers(frame: pd.DataFrame, where: str, cols: Sequence[str]) -> dict[str, np.ndarray]:
+    """Columns ``cols`` as finite floats."""
+    out = {}
+    for col in cols:
+        try:
+            values = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as err:
+            raise ReportError(f"{where} {col} must hold numbers: {err}") from None
+        if not np.isfinite(values).all():
+            i = int(np.argmin(np.isfinite(values)))
+            raise ReportError(f"{where} {col} is not finite at row {i}")
+        out[col] = values
+    return out
+
+
+def _structure_frame(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``explanations[name]`` (``structure_events`` or ``swings``) checked, with times."""
+    where = f"explanations[{name!r}]"
+    columns = _STRUCTURE_COLUMNS[name]
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ReportError(f"{where} needs the columns {', '.join(columns)}; missing {missing}")
+    kinds = frame["kind"].astype(str).to_numpy()
+    bad = ~np.isin(kinds, _STRUCTURE_KINDS[name])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ReportError(
+            f"{where} kind must be one of {', '.join(_STRUCTURE_KINDS[name])}: "
+            f"row {i} is {kinds[i]!r}"
+        )
+    out = pd.DataFrame({"kind": kinds})
+    if name == "swings":
+        out["price"] = _numbers(frame, where, ["price"])["price"]
+        out["ts"] = _times(frame, where, "ts")
+        return out
+    for col, values in _numbers(frame, where, ["direction", "level", "top", "bottom"]).items():
+        out[col] = values
+    if not np.isin(out["direction"], (-1.0, 1.0)).all():
+        i = int(np.argmax(~np.isin(out["direction"], (-1.0, 1.0))))
+        raise ReportError(f"{where} direction must be 1 or -1: row {i} is {out['direction'][i]}")
+    for col in ("formed", "confirmed", "mitigated"):
+        out[col] = _times(frame, where, col, blank=col == "mitigated")
+    return out
+
+
+def _structure_html(
+    page: _Page, explanations: Mapping[str, pd.DataFrame], close: pd.Series | None, max_points: int
 ) -> str:
-    """The attention heatmap, the feature importance chart, the price coloured by regime
-    and any other frame as a table."""
-    parts = []
+    """``structure_events`` and ``swings`` (either may be absent) drawn over the close."""
+    frames = {}
+    for name in _STRUCTURE:
+        given = explanations.get(name, pd.DataFrame(columns=list(_STRUCTURE_COLUMNS[name])))
+        frames[name] = _structure_frame(given, name)
+    fig = _charts.structure_figure(close, frames["structure_events"], frames["swings"], max_points)
+    return page.figure(fig, "structure") + f'<p class="muted">{_esc(_STRUCTURE_CAPTION)}</p>'
+
+
+_TIMEFRAME_CAPTION = (
+    "How much the model's decision draws on each timeframe: the encoder's attention across "
+    "timeframes, one group of bars per row (e.g. the mean over the recent decision windows "
+    "and the last window); each row sums to 100%."
+)
+
+
+def _timeframe_html(page: _Page, frame: pd.DataFrame) -> str:
+    """``explanations["timeframe_attention"]``: rows of weights over the timeframes
+    (columns), each in [0, 1] and summing to 1, drawn as grouped bars."""
+    where = "explanations['timeframe_attention']"
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ReportError(f"{where} needs rows and timeframes (columns), got {frame.shape}")
+    try:
+        values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as err:
+        raise ReportError(f"{where} must hold numbers: {err}") from None
+    with np.errstate(invalid="ignore"):
+        bad = np.argwhere(~(np.isfinite(values) & (values >= 0.0) & (values <= 1.0)))
+    if bad.size:
+        i, j = bad[0]
+        raise ReportError(
+            f"{where} values must be finite and in [0, 1]: row {frame.index[i]!r}, "
+            f"timeframe {frame.columns[j]!r} is {values[i, j]}"
+        )
+    sums = values.sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+    if off.size:
+        i = int(off[0])
+        raise ReportError(f"{where} row {frame.index[i]!r} sums to {sums[i]:.4g}, not 1")
+    fig = page.figure(_charts.timeframe_attention_figure(frame), "timeframe-attention")
+    return fig + f'<p class="muted">{_esc(_TIMEFRAME_CAPTION)}</p>'
+
+
+def _explanations_html(
+    page: _Page,
+    explanations: Mapping[str, pd.DataFrame],
+    close: pd.Series | None,
+    max_points: int,
+) -> str:
+    """The attention heatmap, the feature importance chart, the price coloured by regime,
+    the structure over the close (once, for ``structure_events`` and ``swings``), the
+    attention across timeframes and any other frame as a table."""
     for name, frame in _mapping(explanations, "explanations").items():
         if not isinstance(name, str):
             raise ReportError(f"explanations keys must be strings, got {name!r}")
@@ -439,12 +560,20 @@ def _explanations_html(
             raise ReportError(
                 f"explanations[{name!r}] must be a DataFrame, got {type(frame).__name__}"
             )
+    structure = [n for n in explanations if n in _STRUCTURE]
+    parts = []
+    for name, frame in explanations.items():
         if name == "attention":
             parts.append(_attention_html(page, frame))
         elif name == "feature_importance":
             parts.append(_importance_html(page, frame))
         elif name == "regime_path":
             parts.append(_regime_path_html(page, frame, max_points))
+        elif name in _STRUCTURE:
+            if name == structure[0]:
+                parts.append(_structure_html(page, explanations, close, max_points))
+        elif name == "timeframe_attention":
+            parts.append(_timeframe_html(page, frame))
         else:
             parts.append(
                 f"<h3>{_esc(name.replace('_', ' ').capitalize())}</h3>" + _frame_table(frame)
@@ -520,7 +649,10 @@ def render_report(
     ``comparison_equity`` maps names to equities, overlaid. ``explanations`` are a model's
     named frames (:class:`mlengine.strategies.base.Explainable`): ``"attention"`` is drawn as a
     heatmap, ``"feature_importance"`` as a bar chart, ``"regime_path"`` (``ts``, ``close``,
-    ``regime``) as the price coloured by regime, others as tables. ``extra_sections`` are
+    ``regime``) as the price coloured by regime, ``"structure_events"`` and ``"swings"`` (the
+    columns of :meth:`mlengine.strategies.msa.MSA.summarize`) as overlays on ``close``,
+    ``"timeframe_attention"`` (rows of weights over timeframes) as grouped bars, others as
+    tables. ``extra_sections`` are
     ``(title, html)`` pairs; their html is inserted unescaped. ``rolling_window`` (bars)
     defaults to :func:`default_rolling_window`; series longer than ``max_points`` are
     decimated for drawing. Bad input raises :class:`ReportError`.
@@ -586,7 +718,10 @@ def render_report(
     if comparison is not None or comparison_equity is not None:
         body = _comparison_html(page, comparison, comparison_equity, max_points)
         page.add("comparison", "Strategy comparison", body)
-    explained = "" if explanations is None else _explanations_html(page, explanations, max_points)
+    price = None if close is None else _series(close, "close")
+    explained = (
+        "" if explanations is None else _explanations_html(page, explanations, price, max_points)
+    )
     if explained:
         page.add("explanations", "Model explanations", explained)
     for i, extra in enumerate(extra_sections):

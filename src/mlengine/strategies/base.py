@@ -104,7 +104,10 @@ class Explainable(Protocol):
     * ``"attention"`` — rows ``"layer l head h"`` and ``"rollout"``, columns the bars of
       the explained window (text labels, oldest first), values the attention the decision
       bar pays to each bar (:func:`mlengine.nn.extraction.heatmap_frame`);
-    * ``"feature_importance"`` — index ``feature``, columns ``importance`` and ``share``.
+    * ``"feature_importance"`` — index ``feature``, columns ``importance`` and ``share``;
+    * ``"regime_path"`` (price coloured by regime), ``"structure_events"`` and ``"swings"``
+      (overlays on the price), ``"timeframe_attention"`` (weights per timeframe): see
+      :func:`mlengine.backtest.report.render_report`.
 
     Other names are shown as tables. Column labels are strings (they go to Parquet).
     """

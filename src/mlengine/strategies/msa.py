@@ -15,7 +15,9 @@ features, predicting the direction of the close over ``horizon`` bars.
   ``after_choch`` (1 within ``recent`` bars of one), ``near_fvg``, ``near_ob`` (1 within
   ``near_atr`` ATRs of an open gap / unmitigated block), NaN in the warm-up;
 * summary (:meth:`MSA.summarize`): ``structure_metrics``, the accuracy of the sign of
-  ``p_up - 0.5`` by prediction type.
+  ``p_up - 0.5`` by prediction type; ``structure_events`` and ``swings``, the last
+  :data:`MAX_EVENTS` events and :data:`MAX_SWINGS` swings detected on the out-of-sample
+  bars, as text for the report's price overlay.
 
 Artefacts: ``manifest.json`` (parameters, feature names, training range, versions) and
 ``head.ubj`` (XGBoost's binary JSON).
@@ -34,16 +36,21 @@ import xgboost as xgb
 
 from mlengine import labels
 from mlengine.features import check_bars, compute_features
+from mlengine.features.structure import structure_events, swings
 from mlengine.strategies._windowed import scale_free
 from mlengine.strategies.base import Context, NotFittedError, StrategyError
 from mlengine.strategies.registry import register
 
-__all__ = ["MSA", "PREDICTION_TYPES", "MSAParams"]
+__all__ = ["MAX_EVENTS", "MAX_SWINGS", "MSA", "PREDICTION_TYPES", "MSAParams"]
 
 _MANIFEST = "manifest.json"
 _HEAD = "head.ubj"
 _MIN_ROWS = 20
 PREDICTION_TYPES = ("all", "after_bos", "after_choch", "near_fvg", "near_ob")
+#: The summary keeps the last this many structure events and swings (the report's overlay
+#: stays a few hundred marks and zones however long the out-of-sample span).
+MAX_EVENTS = 300
+MAX_SWINGS = 200
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,11 @@ class MSAParams:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < v < hi:
                 raise StrategyError(f"msa: {name} must lie in (0, {hi}), got {v!r}")
+
+
+def _iso(stamps: pd.Series) -> list[str]:
+    """ISO 8601 texts of ``stamps``, empty for NaT."""
+    return [t.isoformat() if not pd.isna(t) else "" for t in stamps]
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -219,7 +231,15 @@ class MSA:
     def summarize(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """``structure_metrics``: per prediction type (index ``type``: all bars, within
         ``recent`` bars after a BOS / CHoCH, near an FVG / OB) the bars with a directional
-        prediction (``p_up != 0.5``) and a known label, and the accuracy of their sign."""
+        prediction (``p_up != 0.5``) and a known label, and the accuracy of their sign.
+
+        ``structure_events``: the last :data:`MAX_EVENTS` events detected on ``bars`` alone
+        (:func:`~mlengine.features.structure.structure_events` with ``n`` and
+        ``atr_window``, in order of confirmation), columns ``kind``, ``direction``,
+        ``level``, ``top``, ``bottom`` and the ISO 8601 texts ``formed``, ``confirmed``,
+        ``mitigated`` (empty while open); ``swings``: the last :data:`MAX_SWINGS` fractal
+        swings, columns ``ts`` (the swing's bar), ``kind`` (``high`` / ``low``), ``price``
+        and ``confirmed``."""
         y = self._labels(bars)
         p = predictions["p_up"].to_numpy(dtype=np.float64)
         scored = np.isfinite(p) & (p != 0.5) & np.isfinite(y)
@@ -232,7 +252,30 @@ class MSA:
             n = int(mask.sum())
             rows.append({"n": n, "accuracy": float(hit[mask].mean()) if n else np.nan})
         frame = pd.DataFrame(rows, index=pd.Index(PREDICTION_TYPES, name="type"))
-        return {"structure_metrics": frame}
+        return {"structure_metrics": frame, **self._structure_tables(bars)}
+
+    def _structure_tables(self, bars: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """``structure_events`` and ``swings`` of :meth:`summarize`."""
+        p = self.params
+        events = structure_events(bars, n=p.n, atr_window=p.atr_window).iloc[-MAX_EVENTS:]
+        found = swings(bars, n=p.n, atr_window=p.atr_window).iloc[-MAX_SWINGS:]
+        events_out = pd.DataFrame(
+            {
+                "kind": events["kind"].astype(str).to_numpy(),
+                "direction": events["direction"].to_numpy(dtype=np.int64),
+                **{c: events[c].to_numpy(dtype=np.float64) for c in ("level", "top", "bottom")},
+                **{c: _iso(events[c]) for c in ("formed", "confirmed", "mitigated")},
+            }
+        )
+        swings_out = pd.DataFrame(
+            {
+                "ts": _iso(found["formed"]),
+                "kind": np.where(found["direction"].to_numpy() > 0, "high", "low"),
+                "price": found["level"].to_numpy(dtype=np.float64),
+                "confirmed": _iso(found["confirmed"]),
+            }
+        )
+        return {"structure_events": events_out, "swings": swings_out}
 
     # -- artefacts --------------------------------------------------------------------------
 
