@@ -26,7 +26,7 @@ from mlengine.data.schema import make_bar_frame
 from mlengine.strategies.base import StrategyError, Summarizable
 from mlengine.strategies.mrd import MRD, MRDParams, Regimes
 from mlengine.strategies.registry import get
-from tests.strategies.test_pva import _bars
+from tests.strategies.controls import synthetic_bars
 
 CONTROL: dict[str, Any] = {
     "window": 16,
@@ -174,7 +174,7 @@ def test_hmm_is_fitted_on_the_training_slice_only(eurusd: pd.DataFrame) -> None:
 def _two_state(seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """A Gaussian two-state HMM in the returns: calm and volatile, no autocorrelation."""
     r, regime = _switching(N_BARS, seed, follow=0.5)
-    return _bars(r, seed), regime
+    return synthetic_bars(r, seed), regime
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -386,7 +386,7 @@ def test_planted_regimes_are_learned_out_of_sample() -> None:
     threshold 0.65 is nine binomial standard errors above chance and leaves room for the
     bars the filter needs to notice a switch."""
     r, truth = _switching(N_BARS, seed=1, follow=0.8)
-    bars = _bars(r, seed=2)
+    bars = synthetic_bars(r, seed=2)
     run = _walk_forward(bars)
     acc, n = _oos_accuracy(bars, run)
     assert n > 900
@@ -405,7 +405,7 @@ def test_planted_regimes_are_learned_out_of_sample() -> None:
 
 
 def test_random_walk_accuracy_is_chance_leakage_alarm() -> None:
-    bars = _bars(np.random.default_rng(3).normal(0.0, 0.002, N_BARS), seed=4)
+    bars = synthetic_bars(np.random.default_rng(3).normal(0.0, 0.002, N_BARS), seed=4)
     acc, n = _oos_accuracy(bars, _walk_forward(bars))
     se = 0.5 / np.sqrt(n)
     assert abs(acc - 0.5) <= 3 * se, f"OOS accuracy {acc:.3f} on a random walk (n={n})"

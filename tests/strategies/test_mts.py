@@ -13,14 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from mlengine import datasets, labels
-from mlengine.data.loader import WalkForwardSplit
+from mlengine import datasets
 from mlengine.data.resample import resample
 from mlengine.nn.encoders import TransformerConfig, TransformerEncoder, seeded
 from mlengine.strategies._training import EncoderNet, TrainConfig, infer, sliding, train
 from mlengine.strategies.base import NotFittedError, StrategyError
 from mlengine.strategies.mts import MTS, MTSParams, alignment
-from tests.strategies.test_pva import _bars
+from tests.strategies.controls import oos_accuracy, synthetic_bars
 
 # small but not tiny: enough capacity and epochs for the planted pattern
 CONTROL: dict[str, Any] = {
@@ -38,6 +37,10 @@ CONTROL: dict[str, Any] = {
 N_BARS, TEST_SIZE, N_SPLITS = 3000, 500, 2
 
 
+def _make(fold: int) -> MTS:
+    return MTS(**CONTROL, seed=fold)
+
+
 def _planted(n: int, seed: int, p_follow: float = 0.85) -> np.ndarray:
     """Hourly returns (from midnight) whose sign follows the sign of the last closed 4h
     bar's return with probability ``p_follow`` (the best possible direction accuracy):
@@ -53,31 +56,20 @@ def _planted(n: int, seed: int, p_follow: float = 0.85) -> np.ndarray:
     return r
 
 
-def _oos_accuracy(bars: pd.DataFrame) -> tuple[float, int]:
-    """Direction accuracy of ``p_up > 0.5`` over walk-forward test windows (purged)."""
-    split = WalkForwardSplit(N_SPLITS, test_size=TEST_SIZE, purge=1)
-    lab = labels.direction(bars, 1).values.to_numpy()
-    hits: list[np.ndarray] = []
-    for fold in split.folds(bars):
-        model = MTS(**CONTROL, seed=fold.fold).fit(bars.iloc[fold.train])
-        end = int(fold.test[-1]) + 1
-        p = model.predict_proba(bars.iloc[:end])["p_up"].to_numpy()[fold.test]
-        y = lab[fold.test]
-        ok = np.isfinite(p) & np.isfinite(y) & (y != 0)
-        hits.append((p[ok] > 0.5) == (y[ok] > 0))
-    allhits = np.concatenate(hits)
-    return float(allhits.mean()), int(allhits.size)
-
-
 def test_planted_higher_timeframe_pattern_is_learned_out_of_sample() -> None:
-    acc, n = _oos_accuracy(_bars(_planted(N_BARS, seed=1), seed=2))
+    acc, n = oos_accuracy(
+        _make,
+        synthetic_bars(_planted(N_BARS, seed=1), seed=2),
+        n_splits=N_SPLITS,
+        test_size=TEST_SIZE,
+    )
     assert n > 900
     assert acc >= 0.65, f"OOS accuracy {acc:.3f} on a learnable pattern (best possible 0.85)"
 
 
 def test_random_walk_accuracy_is_chance_leakage_alarm() -> None:
     r = np.random.default_rng(3).normal(0.0, 0.002, N_BARS)
-    acc, n = _oos_accuracy(_bars(r, seed=4))
+    acc, n = oos_accuracy(_make, synthetic_bars(r, seed=4), n_splits=N_SPLITS, test_size=TEST_SIZE)
     se = 0.5 / np.sqrt(n)
     assert abs(acc - 0.5) <= 3 * se, f"OOS accuracy {acc:.3f} on a random walk (n={n})"
 
@@ -128,7 +120,7 @@ def test_prefix_predictions_match(fitted: MTS, eurusd: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(part, full.iloc[:1150], rtol=0, atol=1e-6)
 
 
-def test_decision_rows_need_closed_higher_bars(fitted: MTS, eurusd: pd.DataFrame) -> None:
+def test_decision_rows_need_closed_highersynthetic_bars(fitted: MTS, eurusd: pd.DataFrame) -> None:
     p = fitted.predict_proba(eurusd)["p_up"].to_numpy()
     first = int(np.flatnonzero(np.isfinite(p))[0])
     # the 4h features' warm-up, then a window of closed 4h bars, is the binding one: the

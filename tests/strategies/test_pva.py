@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from mlengine import datasets, labels
-from mlengine.data.loader import WalkForwardSplit
-from mlengine.data.schema import BarDataError, make_bar_frame
+from mlengine import datasets
+from mlengine.data.schema import BarDataError
 from mlengine.strategies.base import NotFittedError, StrategyError
 from mlengine.strategies.pva import PVA, PVAParams
+from tests.strategies.controls import oos_accuracy, synthetic_bars
 
 # small but not tiny: enough capacity and epochs for the planted pattern
 CONTROL: dict[str, Any] = {
@@ -35,22 +35,8 @@ CONTROL: dict[str, Any] = {
 N_BARS, TEST_SIZE, N_SPLITS = 3000, 500, 2
 
 
-def _bars(r: np.ndarray, seed: int) -> pd.DataFrame:
-    """Hourly bars whose close-to-close log returns are ``r``; open at the previous close,
-    high and low a little outside the body."""
-    rng = np.random.default_rng(seed)
-    close = 100.0 * np.exp(np.cumsum(r))
-    open_ = np.r_[100.0, close[:-1]]
-    wick = np.abs(rng.normal(0.0, 5e-4, (2, r.size)))
-    idx = pd.date_range("2020-01-01", periods=r.size, freq="h", tz="UTC")
-    cols = {
-        "open": open_,
-        "high": np.maximum(open_, close) * (1.0 + wick[0]),
-        "low": np.minimum(open_, close) * (1.0 - wick[1]),
-        "close": close,
-        "volume": np.ones(r.size),
-    }
-    return make_bar_frame(idx, cols, symbol="SYN", timeframe="1h")
+def _make(fold: int) -> PVA:
+    return PVA(**CONTROL, seed=fold)
 
 
 def _planted(n: int, seed: int, p_follow: float = 0.85) -> np.ndarray:
@@ -67,31 +53,20 @@ def _planted(n: int, seed: int, p_follow: float = 0.85) -> np.ndarray:
     return r
 
 
-def _oos_accuracy(bars: pd.DataFrame) -> tuple[float, int]:
-    """Direction accuracy of ``p_up > 0.5`` over walk-forward test windows (purged)."""
-    split = WalkForwardSplit(N_SPLITS, test_size=TEST_SIZE, purge=1)
-    lab = labels.direction(bars, 1).values.to_numpy()
-    hits: list[np.ndarray] = []
-    for fold in split.folds(bars):
-        model = PVA(**CONTROL, seed=fold.fold).fit(bars.iloc[fold.train])
-        end = int(fold.test[-1]) + 1
-        p = model.predict_proba(bars.iloc[:end])["p_up"].to_numpy()[fold.test]
-        y = lab[fold.test]
-        ok = np.isfinite(p) & np.isfinite(y) & (y != 0)
-        hits.append((p[ok] > 0.5) == (y[ok] > 0))
-    allhits = np.concatenate(hits)
-    return float(allhits.mean()), int(allhits.size)
-
-
 def test_planted_pattern_is_learned_out_of_sample() -> None:
-    acc, n = _oos_accuracy(_bars(_planted(N_BARS, seed=1), seed=2))
+    acc, n = oos_accuracy(
+        _make,
+        synthetic_bars(_planted(N_BARS, seed=1), seed=2),
+        n_splits=N_SPLITS,
+        test_size=TEST_SIZE,
+    )
     assert n > 900
     assert acc >= 0.65, f"OOS accuracy {acc:.3f} on a learnable pattern (best possible 0.85)"
 
 
 def test_random_walk_accuracy_is_chance_leakage_alarm() -> None:
     r = np.random.default_rng(3).normal(0.0, 0.002, N_BARS)
-    acc, n = _oos_accuracy(_bars(r, seed=4))
+    acc, n = oos_accuracy(_make, synthetic_bars(r, seed=4), n_splits=N_SPLITS, test_size=TEST_SIZE)
     se = 0.5 / np.sqrt(n)
     assert abs(acc - 0.5) <= 3 * se, f"OOS accuracy {acc:.3f} on a random walk (n={n})"
 
