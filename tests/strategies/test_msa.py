@@ -291,7 +291,7 @@ def test_load_rejects_foreign_or_broken_artefacts(fitted: MSA, tmp_path: Path) -
     fitted.save(tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "strategy": "pva"}))
-    with pytest.raises(StrategyError, match="not an 'msa' manifest"):
+    with pytest.raises(StrategyError, match="not a manifest of strategy 'msa'"):
         MSA.load(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "head.ubj").write_bytes(b"broken")

@@ -221,5 +221,5 @@ def test_load_rejects_foreign_or_missing_artefacts(tmp_path: Path) -> None:
     with pytest.raises(StrategyError, match="cannot load"):
         PVA.load(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"strategy": "tsmom"}))
-    with pytest.raises(StrategyError, match="not a 'pva' manifest"):
+    with pytest.raises(StrategyError, match="not a manifest of strategy 'pva'"):
         PVA.load(tmp_path)

@@ -347,7 +347,7 @@ def test_save_and_load(fitted: VBP, eurusd: pd.DataFrame, tmp_path: Path) -> Non
     assert loaded.params == fitted.params and loaded.fit_info_ == fitted.fit_info_
     pd.testing.assert_frame_equal(loaded.predict_proba(eurusd), fitted.predict_proba(eurusd))
     (tmp_path / "manifest.json").write_text(json.dumps({"strategy": "pva"}))
-    with pytest.raises(StrategyError, match="not a 'vbp' manifest"):
+    with pytest.raises(StrategyError, match="not a manifest of strategy 'vbp'"):
         VBP.load(tmp_path)
 
 

@@ -44,10 +44,9 @@ extra state, versions, training range), ``encoder.pt`` (``state_dict``, loads wi
 
 from __future__ import annotations
 
-import json
 import re
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -65,6 +64,7 @@ from mlengine.nn.extraction import (
     feature_importance,
     heatmap_frame,
 )
+from mlengine.strategies._artefacts import load_model, save_model
 from mlengine.strategies._training import (
     EncoderNet,
     Gather,
@@ -77,7 +77,7 @@ from mlengine.strategies.base import Context, NotFittedError, StrategyError
 
 __all__ = ["WindowedParams", "WindowedStrategy", "scale_free"]
 
-_MANIFEST, _WEIGHTS, _HEAD = "manifest.json", "encoder.pt", "head.ubj"
+_WEIGHTS = "encoder.pt"
 _RAW_ATR = re.compile(r"atr_\d+$")  # ATR in price units: not comparable across price levels
 _MIN_ROWS = 20  # fewest decision bars for each of the training and validation slices
 
@@ -430,60 +430,30 @@ class WindowedStrategy(ABC):
     def save(self, path: Path) -> None:
         """Write ``manifest.json``, ``encoder.pt`` and ``head.ubj`` under ``path``."""
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "strategy": self.name,
-            "params": asdict(self.params),
-            "feature_names": self.feature_names_,
-            "scaler": {"mean": self.scaler_.mean.tolist(), "std": self.scaler_.std.tolist()},
-            "encoder": self.net_.encoder.manifest(),
-            "state": self._state(),
-            "train_start": self.train_start_.isoformat(),
-            "train_end": self.train_end_.isoformat(),
-            "fit_info": self.fit_info_,
-            "versions": {"torch": torch.__version__, "xgboost": xgb.__version__},
-        }
+        path = save_model(
+            self,
+            path,
+            versions={"torch": torch.__version__},
+            scaler={"mean": self.scaler_.mean.tolist(), "std": self.scaler_.std.tolist()},
+            encoder=self.net_.encoder.manifest(),
+            state=self._state(),
+        )
         torch.save(self.net_.state_dict(), path / _WEIGHTS)
-        self.booster_.save_model(path / _HEAD)
-        (path / _MANIFEST).write_text(json.dumps(manifest, indent=2))
 
     @classmethod
     def load(cls, path: Path) -> Self:
         """The fitted strategy saved at ``path``."""
-        path = Path(path)
-        file = path / _MANIFEST
-        try:
-            m = json.loads(file.read_text())
-            if not isinstance(m, dict) or m.get("strategy") != cls.name:
-                raise StrategyError(f"{file}: not a {cls.name!r} manifest")
-            known = {f.name for f in fields(cls.params_class)}
-            out = cls(cls.params_class(**{k: v for k, v in m["params"].items() if k in known}))
-            out.feature_names_ = [str(c) for c in m["feature_names"]]
-            out.scaler_ = _Scaler(
-                np.asarray(m["scaler"]["mean"], dtype=np.float64),
-                np.asarray(m["scaler"]["std"], dtype=np.float64),
-            )
-            net = EncoderNet(build_encoder(**m["encoder"]), cls._n_outputs())
-            net.load_state_dict(torch.load(path / _WEIGHTS, weights_only=True))
-            net.eval()
-            out.net_ = net
-            out._load_state(dict(m.get("state", {})))
-            booster = xgb.Booster()
-            booster.load_model(path / _HEAD)
-            out.booster_ = booster
-            out.train_start_ = pd.Timestamp(m["train_start"])
-            out.train_end_ = pd.Timestamp(m["train_end"])
-            out.fit_info_ = dict(m.get("fit_info", {}))
-        except (
-            OSError,
-            KeyError,
-            TypeError,
-            ValueError,
-            RuntimeError,
-            xgb.core.XGBoostError,
-        ) as err:
-            if isinstance(err, StrategyError):
-                raise
-            raise StrategyError(f"{path}: cannot load the {cls.name} artefacts: {err}") from None
-        return out
+        return load_model(cls, path, cls._restore)
+
+    @classmethod
+    def _restore(cls, out: Self, m: dict[str, Any], path: Path) -> None:
+        """Scaler, encoder weights and extra state from the manifest and ``encoder.pt``."""
+        out.scaler_ = _Scaler(
+            np.asarray(m["scaler"]["mean"], dtype=np.float64),
+            np.asarray(m["scaler"]["std"], dtype=np.float64),
+        )
+        net = EncoderNet(build_encoder(**m["encoder"]), cls._n_outputs())
+        net.load_state_dict(torch.load(path / _WEIGHTS, weights_only=True))
+        net.eval()
+        out.net_ = net
+        out._load_state(dict(m.get("state", {})))

@@ -25,8 +25,7 @@ Artefacts: ``manifest.json`` (parameters, feature names, training range, version
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Self
 
@@ -37,14 +36,13 @@ import xgboost as xgb
 from mlengine import labels
 from mlengine.features import check_bars, compute_features
 from mlengine.features.structure import structure_events, swings
+from mlengine.strategies._artefacts import load_model, save_model
 from mlengine.strategies._windowed import scale_free
 from mlengine.strategies.base import Context, NotFittedError, StrategyError
 from mlengine.strategies.registry import register
 
 __all__ = ["MAX_EVENTS", "MAX_SWINGS", "MSA", "PREDICTION_TYPES", "MSAParams"]
 
-_MANIFEST = "manifest.json"
-_HEAD = "head.ubj"
 _MIN_ROWS = 20
 PREDICTION_TYPES = ("all", "after_bos", "after_choch", "near_fvg", "near_ob")
 #: The summary keeps the last this many structure events and swings (the report's overlay
@@ -97,6 +95,7 @@ class MSA:
     """Market Structure Analyst (see the module docstring)."""
 
     name = "msa"
+    params_class = MSAParams
 
     def __init__(self, params: MSAParams | None = None, *, seed: int | None = None, **kwargs: Any):
         if params is not None and kwargs:
@@ -286,40 +285,9 @@ class MSA:
     def save(self, path: Path) -> None:
         """Write ``manifest.json`` and ``head.ubj`` under ``path``."""
         self._check_fitted()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "strategy": self.name,
-            "params": asdict(self.params),
-            "feature_names": self.feature_names_,
-            "train_start": self.train_start_.isoformat(),
-            "train_end": self.train_end_.isoformat(),
-            "fit_info": self.fit_info_,
-            "versions": {"xgboost": xgb.__version__},
-        }
-        self.booster_.save_model(path / _HEAD)
-        (path / _MANIFEST).write_text(json.dumps(manifest, indent=2))
+        save_model(self, path)
 
     @classmethod
     def load(cls, path: Path) -> Self:
         """The fitted strategy saved at ``path``."""
-        path = Path(path)
-        file = path / _MANIFEST
-        try:
-            m = json.loads(file.read_text())
-            if not isinstance(m, dict) or m.get("strategy") != cls.name:
-                raise StrategyError(f"{file}: not an 'msa' manifest")
-            known = {f.name for f in fields(MSAParams)}
-            out = cls(MSAParams(**{k: v for k, v in m["params"].items() if k in known}))
-            out.feature_names_ = [str(c) for c in m["feature_names"]]
-            booster = xgb.Booster()
-            booster.load_model(path / _HEAD)
-            out.booster_ = booster
-            out.train_start_ = pd.Timestamp(m["train_start"])
-            out.train_end_ = pd.Timestamp(m["train_end"])
-            out.fit_info_ = dict(m.get("fit_info", {}))
-        except (OSError, KeyError, TypeError, ValueError, xgb.core.XGBoostError) as err:
-            if isinstance(err, StrategyError):
-                raise
-            raise StrategyError(f"{path}: cannot load the msa artefacts: {err}") from None
-        return out
+        return load_model(cls, path)
