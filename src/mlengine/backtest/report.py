@@ -130,7 +130,7 @@ def _fmt(key: str, value: object) -> str:
             return "n/a"
         if math.isinf(value):
             return "∞" if value > 0 else "−∞"
-        if key in _PERCENT:
+        if key in _PERCENT or key.endswith(("_accuracy", "_rate", "_share")):
             return f"{value:.2%}"
         if abs(value) >= 1000:
             return f"{value:,.0f}" if value.is_integer() else f"{value:,.2f}"
