@@ -39,23 +39,13 @@ import pandas as pd
 import talib
 
 from _synthetic import random_walk_bars
+from _timing import best
 from mlengine.features import compute_features, feature_spec, list_features, list_groups
 
 N = 1_000_000
 REPEAT = 5
 ROUNDS = 3
 GOAL = 1.5
-
-
-def _best(fn: Callable[[], object]) -> float:
-    """Best of ``REPEAT`` runs; the result is freed after the clock stops."""
-    times = []
-    for _ in range(REPEAT):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-        del result
-    return min(times)
 
 
 Call = tuple[str, tuple[Any, ...], dict[str, Any]]
@@ -120,7 +110,7 @@ def main() -> None:
     per_call: list[tuple[str, float]] = [
         (
             f"{name}({', '.join(f'{k}={v}' for k, v in kwargs.items())})",
-            _best(functools.partial(getattr(talib, name), *args, **kwargs)),
+            best(functools.partial(getattr(talib, name), *args, **kwargs), REPEAT),
         )
         for name, args, kwargs in calls
     ]
@@ -128,12 +118,12 @@ def main() -> None:
     # alternate the two whole passes so that both see the same machine state
     kept, feats = [], []
     for _ in range(ROUNDS):
-        kept.append(_best(functools.partial(_kept_pass, calls)))
-        feats.append(_best(functools.partial(compute_features, bars, groups)))
+        kept.append(best(functools.partial(_kept_pass, calls), REPEAT))
+        feats.append(best(functools.partial(compute_features, bars, groups), REPEAT))
     talib_kept, features_s = min(kept), min(feats)
     talib_inside = min(_inside(bars, groups) for _ in range(REPEAT))
     per_feature = {
-        name: _best(functools.partial(feature_spec(name).compute, bars))
+        name: best(functools.partial(feature_spec(name).compute, bars), REPEAT)
         for g in groups
         for name in list_features(g)
     }

@@ -7,13 +7,12 @@ Run: ``.venv/bin/python benchmarks/bench_resample.py``. Prints seconds and the r
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from _synthetic import random_walk_bars
+from _timing import best
 from mlengine.data.resample import resample
 
 N = 1_000_000
@@ -25,19 +24,10 @@ def _pandas(bars: pd.DataFrame) -> pd.DataFrame:
     return bars.resample("1h").agg(agg).dropna()
 
 
-def _best(fn: Callable[[pd.DataFrame], object], bars: pd.DataFrame) -> float:
-    times = []
-    for _ in range(REPEAT):
-        start = time.perf_counter()
-        fn(bars)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
     bars = random_walk_bars(N)
-    ours = _best(lambda b: resample(b, "1h"), bars)
-    peer = _best(_pandas, bars)
+    ours = best(lambda: resample(bars, "1h"), REPEAT)
+    peer = best(lambda: _pandas(bars), REPEAT)
     result = {"bars": N, "mlengine_s": ours, "pandas_s": peer, "ratio": ours / peer}
     print(json.dumps(result, indent=2))
     out = Path(__file__).parent / "results"

@@ -14,28 +14,17 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from _synthetic import random_walk_bars
+from _timing import best
 from mlengine.features import compute_features
 from mlengine.features.structure import structure_events, swings
 
 N = 1_000_000
 REPEAT = 5
 GOAL_S = 2.0
-
-
-def _best(fn: Callable[[], object]) -> float:
-    """Best of ``REPEAT`` runs; the result is freed after the clock stops."""
-    times = []
-    for _ in range(REPEAT):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-        del result
-    return min(times)
 
 
 def main() -> None:
@@ -48,7 +37,7 @@ def main() -> None:
     }
     for step in steps.values():
         step()  # warm-up: compilation, first touch of the columns
-    times = {name: _best(step) for name, step in steps.items()}
+    times = {name: best(step, REPEAT) for name, step in steps.items()}
     total = sum(times.values())
     result = {
         "bars": N,

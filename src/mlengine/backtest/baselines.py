@@ -33,7 +33,7 @@ import pandas as pd
 
 from mlengine.backtest.sizing import volatility_target
 from mlengine.data.schema import check_bar_frame
-from mlengine.strategies.base import Context, NotFittedError, StrategyError
+from mlengine.strategies.base import Context, NotFittedError, StrategyError, resolve_params
 from mlengine.strategies.registry import register
 
 __all__ = [
@@ -97,15 +97,7 @@ class _RuleBaseline(ABC):
     params: Any
 
     def __init__(self, params: Any = None, **kwargs: Any) -> None:
-        if params is not None and kwargs:
-            raise StrategyError(f"{self.name}: give params or keyword arguments, not both")
-        if params is None:
-            params = self.params_type(**kwargs)
-        if not isinstance(params, self.params_type):
-            raise StrategyError(
-                f"{self.name}: params must be {self.params_type.__name__}, "
-                f"got {type(params).__name__}"
-            )
+        params = resolve_params(self.name, self.params_type, params, kwargs)
         self.params = params
 
     def __repr__(self) -> str:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -73,7 +73,7 @@ from mlengine.strategies._training import (
     infer,
     train,
 )
-from mlengine.strategies.base import Context, NotFittedError, StrategyError
+from mlengine.strategies.base import Context, NotFittedError, StrategyError, resolve_params
 
 __all__ = ["WindowedParams", "WindowedStrategy", "scale_free"]
 
@@ -157,17 +157,7 @@ class WindowedStrategy(ABC):
     params: Any  # an instance of ``params_class``
 
     def __init__(self, params: Any = None, *, seed: int | None = None, **kwargs: Any):
-        cls = self.params_class
-        if params is not None and kwargs:
-            raise StrategyError(f"{self.name}: give params or keyword arguments, not both")
-        if params is None:
-            params = cls(**kwargs) if seed is None else cls(seed=seed, **kwargs)
-        elif not isinstance(params, cls):
-            raise StrategyError(
-                f"{self.name}: params must be {cls.__name__}, got {type(params).__name__}"
-            )
-        elif seed is not None:
-            params = replace(params, seed=seed)
+        params = resolve_params(self.name, self.params_class, params, kwargs, seed)
         self.params = params
 
     def __repr__(self) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "StrategyError",
     "Summarizable",
     "check_predictions",
+    "resolve_params",
     "strategy_params",
 ]
 
@@ -132,6 +133,27 @@ class Summarizable(Protocol):
     def summarize(
         self, predictions: pd.DataFrame, bars: pd.DataFrame
     ) -> dict[str, pd.DataFrame]: ...
+
+
+def resolve_params(
+    who: str,
+    params_class: type,
+    params: object,
+    kwargs: Mapping[str, Any],
+    seed: int | None = None,
+) -> Any:
+    """A strategy's hyper-parameters from its constructor's arguments: ``params`` (an
+    instance of ``params_class``) or keyword arguments, not both; ``seed``, when given,
+    replaces the parameters' own (learned strategies). Errors name the strategy ``who``."""
+    if params is not None and kwargs:
+        raise StrategyError(f"{who}: give params or keyword arguments, not both")
+    if params is None:
+        return params_class(**kwargs) if seed is None else params_class(seed=seed, **kwargs)
+    if not isinstance(params, params_class):
+        raise StrategyError(
+            f"{who}: params must be {params_class.__name__}, got {type(params).__name__}"
+        )
+    return params if seed is None else dataclasses.replace(params, seed=seed)  # type: ignore[type-var]
 
 
 def strategy_params(strategy: object) -> dict[str, Any]:

@@ -25,7 +25,7 @@ Artefacts: ``manifest.json`` (parameters, feature names, training range, version
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
@@ -38,7 +38,7 @@ from mlengine.features import check_bars, compute_features
 from mlengine.features.structure import structure_events, swings
 from mlengine.strategies._artefacts import load_model, save_model
 from mlengine.strategies._windowed import scale_free
-from mlengine.strategies.base import Context, NotFittedError, StrategyError
+from mlengine.strategies.base import Context, NotFittedError, StrategyError, resolve_params
 from mlengine.strategies.registry import register
 
 __all__ = ["MAX_EVENTS", "MAX_SWINGS", "MSA", "PREDICTION_TYPES", "MSAParams"]
@@ -98,14 +98,7 @@ class MSA:
     params_class = MSAParams
 
     def __init__(self, params: MSAParams | None = None, *, seed: int | None = None, **kwargs: Any):
-        if params is not None and kwargs:
-            raise StrategyError("msa: give params or keyword arguments, not both")
-        if params is None:
-            params = MSAParams(**kwargs) if seed is None else MSAParams(seed=seed, **kwargs)
-        elif not isinstance(params, MSAParams):
-            raise StrategyError(f"msa: params must be MSAParams, got {type(params).__name__}")
-        elif seed is not None:
-            params = replace(params, seed=seed)
+        params = resolve_params(self.name, MSAParams, params, kwargs, seed)
         self.params = params
 
     def __repr__(self) -> str:
