@@ -64,7 +64,7 @@ from mlengine.nn.extraction import (
     feature_importance,
     heatmap_frame,
 )
-from mlengine.strategies._artefacts import load_model, save_model
+from mlengine.strategies._head import fit_head, holdout, load_model, save_model
 from mlengine.strategies._training import (
     EncoderNet,
     Gather,
@@ -244,11 +244,7 @@ class WindowedStrategy(ABC):
         n_bars = len(bars)
         idx = self._decision_rows(bars, x)
         idx = idx[np.isfinite(y[idx])]
-        n_val = int(np.ceil(p.val_fraction * idx.size))
-        val_idx = idx[idx.size - n_val :]
-        train_idx = idx[: idx.size - n_val]
-        if val_idx.size:
-            train_idx = train_idx[train_idx < val_idx[0] - p.horizon]
+        train_idx, val_idx = holdout(idx, p.val_fraction, p.horizon)
         if train_idx.size < _MIN_ROWS or val_idx.size < _MIN_ROWS:
             raise StrategyError(
                 f"{self.name}: {n_bars} bars give {train_idx.size} training and "
@@ -268,22 +264,6 @@ class WindowedStrategy(ABC):
     def _new_net(self, names: list[str]) -> EncoderNet:
         with seeded(self.params.seed):  # the linear head's initialisation too
             return EncoderNet(self._encoder(names), self._n_outputs())
-
-    def _xgb_params(self) -> dict[str, Any]:
-        p = self.params
-        out: dict[str, Any] = {
-            "objective": "binary:logistic",
-            "eval_metric": "logloss",
-            "max_depth": p.max_depth,
-            "eta": p.xgb_learning_rate,
-            "seed": p.seed,
-            "nthread": p.nthread,
-            "tree_method": "hist",
-        }
-        if self.n_classes > 2:
-            out |= {"objective": "multi:softprob", "eval_metric": "mlogloss"}
-            out["num_class"] = self.n_classes
-        return out
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "booster_"):
@@ -324,18 +304,13 @@ class WindowedStrategy(ABC):
         emb_va, _ = infer(net, xs, p.window, val_idx, gather=gather)
         dtrain = xgb.DMatrix(self._head_inputs(emb_tr, xs, fit_idx), label=target[fit_idx])
         dval = xgb.DMatrix(self._head_inputs(emb_va, xs, val_idx), label=target[val_idx])
-        booster = xgb.train(
-            self._xgb_params(),
-            dtrain,
-            num_boost_round=p.n_estimators,
-            evals=[(dval, "val")],
-            early_stopping_rounds=p.early_stopping_rounds,
-            verbose_eval=False,
+        booster, best_iteration = fit_head(
+            dtrain, dval, p, learning_rate=p.xgb_learning_rate, n_classes=self.n_classes
         )
         self.feature_names_ = names
         self.scaler_ = scaler
         self.net_ = net
-        self.booster_ = booster[: booster.best_iteration + 1]
+        self.booster_ = booster
         self.train_start_: pd.Timestamp = bars.index[0]
         self.train_end_: pd.Timestamp = bars.index[-1]
         self.fit_info_ = {
@@ -344,7 +319,7 @@ class WindowedStrategy(ABC):
             "n_val": int(val_idx.size),
             "encoder_best_epoch": best_epoch,
             "encoder_val_loss": best_loss,
-            "xgb_best_iteration": int(booster.best_iteration),
+            "xgb_best_iteration": best_iteration,
         }
         return self
 

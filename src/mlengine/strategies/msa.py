@@ -36,7 +36,7 @@ import xgboost as xgb
 from mlengine import labels
 from mlengine.features import check_bars, compute_features
 from mlengine.features.structure import structure_events, swings
-from mlengine.strategies._artefacts import load_model, save_model
+from mlengine.strategies._head import fit_head, holdout, load_model, save_model
 from mlengine.strategies._windowed import scale_free
 from mlengine.strategies.base import Context, NotFittedError, StrategyError, resolve_params
 from mlengine.strategies.registry import register
@@ -166,11 +166,7 @@ class MSA:
         x = feats.to_numpy(dtype=np.float64)
         y = self._labels(bars)
         idx = np.flatnonzero(np.isfinite(x).all(axis=1) & np.isfinite(y))
-        n_val = int(np.ceil(p.val_fraction * idx.size))
-        val_idx = idx[idx.size - n_val :]
-        train_idx = idx[: idx.size - n_val]
-        if val_idx.size:
-            train_idx = train_idx[train_idx < val_idx[0] - p.horizon]
+        train_idx, val_idx = holdout(idx, p.val_fraction, p.horizon)
         if train_idx.size < _MIN_ROWS or val_idx.size < _MIN_ROWS:
             raise StrategyError(
                 f"msa: {len(bars)} bars give {train_idx.size} training and {val_idx.size} "
@@ -180,30 +176,15 @@ class MSA:
         names = [str(c) for c in feats.columns]
         dtrain = xgb.DMatrix(x[train_idx], label=y[train_idx], feature_names=names)
         dval = xgb.DMatrix(x[val_idx], label=y[val_idx], feature_names=names)
-        booster = xgb.train(
-            {
-                "objective": "binary:logistic",
-                "eval_metric": "logloss",
-                "max_depth": p.max_depth,
-                "eta": p.learning_rate,
-                "seed": p.seed,
-                "nthread": p.nthread,
-                "tree_method": "hist",
-            },
-            dtrain,
-            num_boost_round=p.n_estimators,
-            evals=[(dval, "val")],
-            early_stopping_rounds=p.early_stopping_rounds,
-            verbose_eval=False,
-        )
+        booster, best_iteration = fit_head(dtrain, dval, p, learning_rate=p.learning_rate)
         self.feature_names_ = names
-        self.booster_ = booster[: booster.best_iteration + 1]
+        self.booster_ = booster
         self.train_start_: pd.Timestamp = bars.index[0]
         self.train_end_: pd.Timestamp = bars.index[-1]
         self.fit_info_ = {
             "n_train": int(train_idx.size),
             "n_val": int(val_idx.size),
-            "xgb_best_iteration": int(booster.best_iteration),
+            "xgb_best_iteration": best_iteration,
         }
         return self
 

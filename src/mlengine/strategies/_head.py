@@ -1,6 +1,7 @@
-"""Artefacts of the XGBoost-headed strategies: a JSON manifest beside the head in
-XGBoost's binary JSON (``head.ubj``); strategies with more (an encoder, a regime model)
-add their own fields and files through ``extra`` and ``restore``. No pickles."""
+"""The XGBoost head every learned strategy ends in: the purged holdout it stops early on,
+its training, and its artefacts — a JSON manifest beside the booster in XGBoost's binary
+JSON (``head.ubj``); strategies with more (an encoder, a regime model) add their own
+fields and files through ``extra`` and ``restore``. No pickles."""
 
 from __future__ import annotations
 
@@ -10,17 +11,66 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import numpy as np
 import pandas as pd
 import xgboost as xgb
 
 from mlengine.strategies.base import StrategyError
 
-__all__ = ["HEAD", "MANIFEST", "load_model", "save_model"]
+__all__ = ["HEAD", "MANIFEST", "fit_head", "holdout", "load_model", "save_model"]
 
 MANIFEST, HEAD = "manifest.json", "head.ubj"
 _LOAD_ERRORS = (OSError, KeyError, TypeError, ValueError, RuntimeError, xgb.core.XGBoostError)
 
 T = TypeVar("T")
+
+
+def holdout(idx: np.ndarray, fraction: float, purge: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` of the sorted bar indices ``idx``: the last
+    ``ceil(fraction * len(idx))`` validate; the training rows stop ``purge`` bars (the label
+    horizon) before the first validation bar, so no training label sees it."""
+    n_val = int(np.ceil(fraction * idx.size))
+    val_idx = idx[idx.size - n_val :]
+    train_idx = idx[: idx.size - n_val]
+    if val_idx.size:
+        train_idx = train_idx[train_idx < val_idx[0] - purge]
+    return train_idx, val_idx
+
+
+def fit_head(
+    dtrain: xgb.DMatrix,
+    dval: xgb.DMatrix,
+    params: Any,
+    *,
+    learning_rate: float,
+    n_classes: int = 2,
+) -> tuple[xgb.Booster, int]:
+    """XGBoost (``binary:logistic``, or ``multi:softprob`` over ``n_classes``) with the
+    tree settings of ``params`` (``max_depth``, ``n_estimators``, ``early_stopping_rounds``,
+    ``seed``, ``nthread``), early stopping on ``dval``: the booster trimmed to its best
+    iteration, and that iteration."""
+    config: dict[str, Any] = {
+        "objective": "binary:logistic",
+        "eval_metric": "logloss",
+        "max_depth": params.max_depth,
+        "eta": learning_rate,
+        "seed": params.seed,
+        "nthread": params.nthread,
+        "tree_method": "hist",
+    }
+    if n_classes > 2:
+        config |= {"objective": "multi:softprob", "eval_metric": "mlogloss"}
+        config["num_class"] = n_classes
+    booster = xgb.train(
+        config,
+        dtrain,
+        num_boost_round=params.n_estimators,
+        evals=[(dval, "val")],
+        early_stopping_rounds=params.early_stopping_rounds,
+        verbose_eval=False,
+    )
+    best = int(booster.best_iteration)
+    return booster[: best + 1], best
 
 
 def save_model(
