@@ -3,6 +3,7 @@ store records (DuckDB and PostgreSQL) and bad input."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from mlengine.backtest.walkforward import WalkForwardError, walk_forward
 from mlengine.data.loader import SplitError, WalkForwardSplit
 from mlengine.data.schema import BarDataError, make_bar_frame
 from mlengine.data.store import open_store
-from mlengine.strategies import Context, NotFittedError, PredictionError
+from mlengine.strategies import Context, NotFittedError, PredictionError, Strategy
 
 FAST = ValidityConfig(bootstrap_reps=100, baseline_samples=100)
 FREE = CostModel()
@@ -369,9 +370,10 @@ def test_a_factory_that_makes_no_strategy_is_rejected(small: pd.DataFrame) -> No
 
 
 def test_a_factory_switching_strategies_is_rejected(small: pd.DataFrame) -> None:
-    made = iter([Spy(), SMACrossover(fast=2, slow=3)])
+    kinds: list[Callable[[], Strategy]] = [Spy, lambda: SMACrossover(fast=2, slow=3)]
+    made = itertools.cycle(kinds)
     with pytest.raises(WalkForwardError, match="made 'spy' and then 'sma_crossover'"):
-        _run(small, lambda: next(made))
+        _run(small, lambda: next(made)())
 
 
 def test_misaligned_predictions_name_the_strategy_and_fold(small: pd.DataFrame) -> None:

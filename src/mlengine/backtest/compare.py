@@ -23,11 +23,11 @@ from mlengine.backtest.walkforward import (
     StrategyFactory,
     WalkForwardError,
     WalkForwardRun,
-    walk_forward,
+    walk_forward_many,
 )
 from mlengine.data.loader import WalkForwardSplit
 
-__all__ = ["TABLE_COLUMNS", "Comparison", "compare"]
+__all__ = ["TABLE_COLUMNS", "Comparison", "compare", "comparison"]
 
 TABLE_COLUMNS: tuple[str, ...] = (
     "strategy",
@@ -125,16 +125,22 @@ def compare(
     **options: Any,
 ) -> Comparison:
     """Walk-forward every factory on ``bars`` with ``splitter`` and ``options`` (keyword
-    arguments of :func:`walk_forward`, e.g. ``horizon``, ``costs``, ``store``, ``seed``)."""
+    arguments of :func:`walk_forward_many`, e.g. ``horizon``, ``costs``, ``store``, ``seed``,
+    ``executor``): the (strategy, fold) jobs of all of them are fanned out together."""
     if not isinstance(strategies, Mapping) or not strategies:
         raise WalkForwardError("compare needs a non-empty mapping of names to factories")
     if "run_name" in options:
         raise WalkForwardError("compare names each run by its key: do not pass run_name")
-    runs: dict[str, WalkForwardRun] = {}
-    for name, factory in strategies.items():
+    for name in strategies:
         if not isinstance(name, str) or not name.strip():
             raise WalkForwardError(f"strategy names must be non-empty text, got {name!r}")
-        runs[name] = walk_forward(factory, bars, splitter=splitter, run_name=name, **options)
+    runs = walk_forward_many(strategies, bars, splitter=splitter, **options)
+    return comparison(runs)
+
+
+def comparison(runs: Mapping[str, WalkForwardRun]) -> Comparison:
+    """The :class:`Comparison` of runs scored on the same OOS bars."""
+    runs = dict(runs)
     table = pd.DataFrame([_row(r) for r in runs.values()], index=pd.Index(list(runs), name="name"))
     equity = pd.DataFrame({name: r.result.equity for name, r in runs.items()})
     return Comparison(runs=runs, table=table, equity=equity)

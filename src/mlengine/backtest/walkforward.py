@@ -40,15 +40,13 @@ from __future__ import annotations
 import inspect
 import math
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mlengine.backtest.costs import CostModel
 from mlengine.backtest.engine import DEFAULT_COSTS, BacktestResult, run_backtest
@@ -80,10 +78,17 @@ if TYPE_CHECKING:
     from mlengine.data.store import Store
 
 __all__ = [
+    "FoldJob",
+    "Predicted",
     "StrategyFactory",
     "WalkForwardError",
     "WalkForwardRun",
+    "backtest_predictions",
+    "predict_folds",
+    "run_fold",
+    "score_predictions",
     "walk_forward",
+    "walk_forward_many",
 ]
 
 StrategyFactory = Callable[..., Strategy]
@@ -226,41 +231,116 @@ def _prediction_rows(run_id: str, name: str, sym: str, tf: str, pred: pd.DataFra
     )
 
 
-def _predict_all(
-    factory: StrategyFactory,
+@dataclass(frozen=True)
+class FoldJob:
+    """One (strategy, fold) job: fit on the fold's training bars, predict its test window;
+    ``explain``: also ask the fitted model to explain the end of its window (last fold)."""
+
+    name: str
+    factory: StrategyFactory
+    bars: pd.DataFrame
+    fold: Fold
+    history: int | None
+    context: Context | None
+    seed: int
+    explain: bool
+
+
+@dataclass(frozen=True, eq=False)
+class FoldOutput:
+    name: str
+    strategy: str
+    params: dict[str, Any]
+    predictions: pd.DataFrame
+    explanations: dict[str, pd.DataFrame]
+
+
+@dataclass(frozen=True, eq=False)
+class Predicted:
+    """A strategy's stitched out-of-sample predictions (``p_up``, ``fold``, diagnostics),
+    its name, parameters and explanations (the last fold's ``explain`` and the summary)."""
+
+    strategy: str
+    params: dict[str, Any]
+    predictions: pd.DataFrame
+    explanations: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def run_fold(job: FoldJob) -> FoldOutput:
+    """Run one :class:`FoldJob` (module level, so that worker processes can run it)."""
+    strategy = _make(job.factory, job.seed + job.fold.fold)
+    pred = _predict_fold(strategy, job.bars, job.fold, job.history, job.context)
+    explanations: dict[str, pd.DataFrame] = {}
+    if job.explain and isinstance(strategy, Explainable):
+        shown = job.bars.iloc[: int(job.fold.test[-1]) + 1]
+        explained = strategy.explain(shown, context=job.context)
+        explanations = _frames(explained, f"strategy {strategy.name!r}: explain")
+    return FoldOutput(job.name, strategy.name, strategy_params(strategy), pred, explanations)
+
+
+def _job_label(job: FoldJob) -> str:
+    return f"{job.name} fold {job.fold.fold}"
+
+
+def predict_folds(
+    factories: Mapping[str, StrategyFactory],
     bars: pd.DataFrame,
-    folds: tuple[Fold, ...],
+    folds: Sequence[Fold],
     *,
-    history: int | None,
-    context: Context | None,
-    seed: int,
-    label: str,
-    progress: bool,
-) -> tuple[pd.DataFrame, Strategy, Strategy]:
-    """Stitched OOS predictions of every fold, and the first and last folds' strategies."""
-    parts: list[pd.DataFrame] = []
-    first: Strategy | None = None
-    strategy: Strategy | None = None
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    console = Console(stderr=True)
-    with Progress(*columns, TimeElapsedColumn(), console=console, disable=not progress) as bar:
-        task = bar.add_task(f"walk-forward {label}", total=len(folds))
-        for fold in folds:
-            strategy = _make(factory, seed + fold.fold)
-            if first is None:
-                first = strategy
-            elif strategy.name != first.name:
-                raise WalkForwardError(
-                    f"the factory made {first.name!r} and then {strategy.name!r}: one strategy"
-                )
-            parts.append(_predict_fold(strategy, bars, fold, history, context))
-            bar.advance(task)
-    if first is None or strategy is None:
+    history: int | None = None,
+    context: Context | None = None,
+    seed: int = 0,
+    executor: str = "serial",
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, Predicted]:
+    """Every (strategy, fold) job of ``factories`` on ``folds``, fanned out by
+    :func:`mlengine.parallel.run_jobs` (``executor`` "serial" or "local" processes, whose
+    factories must then be picklable), stitched per strategy in fold order."""
+    from mlengine.parallel import JobError, run_jobs
+
+    if not folds:
         raise WalkForwardError("the splitter made no fold")
-    predictions = pd.concat(parts)
-    if not predictions.index.is_unique:  # the splitter's windows never overlap
-        raise WalkForwardError("a bar was predicted twice: test windows overlap")
-    return predictions, first, strategy
+    last = folds[-1].fold
+    jobs = [
+        FoldJob(name, factory, bars, fold, history, context, seed, fold.fold == last)
+        for name, factory in factories.items()
+        for fold in folds
+    ]
+    try:
+        outputs = run_jobs(
+            run_fold,
+            jobs,
+            executor=executor,
+            workers=workers,
+            label=_job_label,
+            description="walk-forward " + ", ".join(factories),
+            progress=progress,
+        )
+    except JobError as err:  # a broken contract names its strategy and fold: raise it as is
+        if isinstance(err.__cause__, MLEngineError):
+            raise err.__cause__ from None
+        raise
+    out: dict[str, Predicted] = {}
+    for name, factory in factories.items():
+        mine = [o for o in outputs if o.name == name]
+        for other in mine[1:]:
+            if other.strategy != mine[0].strategy:
+                raise WalkForwardError(
+                    f"the factory {name!r} made {mine[0].strategy!r} and then "
+                    f"{other.strategy!r}: one strategy per factory"
+                )
+        predictions = pd.concat([o.predictions for o in mine])
+        if not predictions.index.is_unique:  # the splitter's windows never overlap
+            raise WalkForwardError("a bar was predicted twice: test windows overlap")
+        oos = bars.iloc[int(folds[0].test[0]) : int(folds[-1].test[-1]) + 1]
+        explanations = dict(mine[-1].explanations)
+        summarizer = _make(factory, seed)
+        if isinstance(summarizer, Summarizable):
+            summary = summarizer.summarize(predictions.reindex(oos.index), oos)
+            explanations |= _frames(summary, f"strategy {summarizer.name!r}: summarize")
+        out[name] = Predicted(mine[0].strategy, mine[0].params, predictions, explanations)
+    return out
 
 
 def _frames(out: object, who: str) -> dict[str, pd.DataFrame]:
@@ -268,28 +348,6 @@ def _frames(out: object, who: str) -> dict[str, pd.DataFrame]:
         isinstance(k, str) and isinstance(v, pd.DataFrame) for k, v in out.items()
     ):
         raise WalkForwardError(f"{who} must return {{name: frame}}")
-    return out
-
-
-def _explain(
-    first: Strategy,
-    last: Strategy,
-    bars: pd.DataFrame,
-    fold: Fold,
-    on_oos: pd.DataFrame,
-    oos: pd.DataFrame,
-    context: Context | None,
-) -> dict[str, pd.DataFrame]:
-    """The last fold's model explaining the end of its test window (bars up to it only),
-    then the strategy's summary of the stitched OOS predictions."""
-    out: dict[str, pd.DataFrame] = {}
-    if isinstance(last, Explainable):
-        shown = bars.iloc[: int(fold.test[-1]) + 1]
-        explained = last.explain(shown, context=context)
-        out |= _frames(explained, f"strategy {last.name!r}: explain")
-    if isinstance(first, Summarizable):
-        summary = first.summarize(on_oos, oos)
-        out |= _frames(summary, f"strategy {first.name!r}: summarize")
     return out
 
 
@@ -354,38 +412,7 @@ def _record(store: Store, run: WalkForwardRun) -> None:
     store.insert_records("ml.predictions", rows)
 
 
-def walk_forward(
-    strategy_factory: StrategyFactory,
-    bars: pd.DataFrame,
-    *,
-    splitter: WalkForwardSplit,
-    horizon: int = 1,
-    history: int | None = None,
-    to_signal: SignalRule | None = None,
-    costs: CostModel = DEFAULT_COSTS,
-    sizing: Sizing | str | None = None,
-    capital: float = 100_000.0,
-    market: str | None = None,
-    rebalance_threshold: float | None = None,
-    context: Context | None = None,
-    validity: ValidityConfig | None = None,
-    n_trials: int | None = None,
-    store: Store | None = None,
-    run_name: str | None = None,
-    seed: int = 0,
-    save: bool | Path = False,
-    progress: bool = True,
-) -> WalkForwardRun:
-    """Walk-forward train, predict, stitch and backtest one asset (see the module docstring).
-
-    ``horizon``: the label horizon in bars; the splitter's purge is raised to it when
-    smaller. ``history``: bars before each test window passed to ``predict_proba`` (None:
-    all). ``costs``, ``sizing``, ``capital``, ``market``, ``rebalance_threshold`` go to
-    :func:`mlengine.backtest.engine.run_backtest`. ``seed`` is the factory's base seed and
-    the validity tests' seed. ``n_trials`` overrides the count from ``ml.trials``. ``save``:
-    write the run directory (True: under the settings' data dir; a path: under that root).
-    """
-    check_bar_frame(bars)
+def _check_options(horizon: int, history: int | None, n_trials: int | None) -> None:
     if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0:
         raise WalkForwardError(f"horizon must be an integer >= 0, got {horizon!r}")
     if history is not None and (isinstance(history, bool) or not isinstance(history, int)):
@@ -394,31 +421,148 @@ def walk_forward(
         raise WalkForwardError(f"history must be >= 0, got {history}")
     if n_trials is not None and (not isinstance(n_trials, int) or n_trials < 1):
         raise WalkForwardError(f"n_trials must be a positive integer, got {n_trials!r}")
+
+
+def walk_forward(
+    strategy_factory: StrategyFactory,
+    bars: pd.DataFrame,
+    *,
+    splitter: WalkForwardSplit,
+    run_name: str | None = None,
+    **options: Any,
+) -> WalkForwardRun:
+    """Walk-forward train, predict, stitch and backtest one asset (see the module docstring);
+    ``options`` as in :func:`walk_forward_many`."""
+    label = run_name or str(bars.attrs.get("symbol", "strategy"))
+    runs = _walk_forward({label: strategy_factory}, bars, splitter, {label: run_name}, **options)
+    return runs[label]
+
+
+def walk_forward_many(
+    factories: Mapping[str, StrategyFactory],
+    bars: pd.DataFrame,
+    *,
+    splitter: WalkForwardSplit,
+    **options: Any,
+) -> dict[str, WalkForwardRun]:
+    """:func:`walk_forward` of several strategies on the same folds, their (strategy, fold)
+    jobs fanned out together; each run is named by its key.
+
+    Options: ``horizon`` (the label horizon in bars; the splitter's purge is raised to it
+    when smaller), ``history`` (bars before each test window passed to ``predict_proba``;
+    None: all), ``context``, ``seed`` (the factories' base seed and the validity tests'
+    seed), ``executor`` / ``workers`` / ``progress`` (:func:`predict_folds`), and the keyword
+    arguments of :func:`score_predictions` (signal rule, costs, sizing, store, ``save``...).
+    """
+    return _walk_forward(factories, bars, splitter, {k: k for k in factories}, **options)
+
+
+def _walk_forward(
+    factories: Mapping[str, StrategyFactory],
+    bars: pd.DataFrame,
+    splitter: WalkForwardSplit,
+    run_names: Mapping[str, str | None],
+    *,
+    horizon: int = 1,
+    history: int | None = None,
+    context: Context | None = None,
+    seed: int = 0,
+    executor: str = "serial",
+    workers: int | None = None,
+    progress: bool = True,
+    **scoring: Any,
+) -> dict[str, WalkForwardRun]:
+    check_bar_frame(bars)
+    _check_options(horizon, history, scoring.get("n_trials"))
     split = _with_purge(splitter, horizon)
     folds = tuple(split.folds(bars))
-    rule: SignalRule = to_signal if to_signal is not None else ThresholdSignal()
-    symbol, timeframe = str(bars.attrs["symbol"]), str(bars.attrs["timeframe"])
-    predictions, first, last = _predict_all(
-        strategy_factory,
+    predicted = predict_folds(
+        factories,
         bars,
         folds,
         history=history,
         context=context,
         seed=seed,
-        label=run_name or symbol,
+        executor=executor,
+        workers=workers,
         progress=progress,
     )
-    name, params = first.name, strategy_params(first)
-    oos = bars.iloc[int(folds[0].test[0]) : int(folds[-1].test[-1]) + 1]
+    splits = {p: getattr(split, p) for p in _SPLIT_PARAMS} | {"step": split.step}
+    config = {"splitter": splits, "horizon": horizon, "history": history}
+    return {
+        key: score_predictions(
+            predicted[key],
+            bars,
+            folds,
+            run_name=run_names[key],
+            seed=seed,
+            config=config,
+            **scoring,
+        )
+        for key in factories
+    }
+
+
+def backtest_predictions(
+    predictions: pd.DataFrame,
+    oos: pd.DataFrame,
+    *,
+    to_signal: SignalRule | None = None,
+    **backtest: Any,
+) -> tuple[pd.DataFrame, BacktestResult]:
+    """Signals (``position``, ``p_up``) of ``predictions`` on the OOS bars ``oos`` (bars
+    without a prediction are flat) and their backtest; ``backtest``: keyword arguments of
+    :func:`mlengine.backtest.engine.run_backtest`."""
+    rule: SignalRule = to_signal if to_signal is not None else ThresholdSignal()
     on_oos = predictions.reindex(oos.index)
-    explanations = _explain(first, last, bars, folds[-1], on_oos, oos, context)
     signals = pd.DataFrame(
         {"position": _signal(rule, on_oos, oos), "p_up": on_oos["p_up"].fillna(0.5).to_numpy()},
         index=oos.index,
     )
-    result = run_backtest(
+    return signals, run_backtest(oos, signals, **backtest)
+
+
+def score_predictions(
+    predicted: Predicted,
+    bars: pd.DataFrame,
+    folds: Sequence[Fold],
+    *,
+    to_signal: SignalRule | None = None,
+    costs: CostModel = DEFAULT_COSTS,
+    sizing: Sizing | str | None = None,
+    capital: float = 100_000.0,
+    market: str | None = None,
+    rebalance_threshold: float | None = None,
+    validity: ValidityConfig | None = None,
+    n_trials: int | None = None,
+    trials_matrix: pd.DataFrame | None = None,
+    store: Store | None = None,
+    run_name: str | None = None,
+    seed: int = 0,
+    config: Mapping[str, Any] | None = None,
+    save: bool | Path = False,
+) -> WalkForwardRun:
+    """Signals, backtest and verdict of stitched OOS ``predicted`` on ``bars``.
+
+    The OOS period runs from the first test bar of ``folds`` (bar positions) to the last;
+    bars in it without a prediction are flat. ``costs``, ``sizing``, ``capital``,
+    ``market``, ``rebalance_threshold`` go to :func:`mlengine.backtest.engine.run_backtest`.
+    ``n_trials`` overrides the count from ``ml.trials``; ``trials_matrix`` (per-bar returns
+    of every candidate compared, one column each) gives the verdict its PBO. ``config``:
+    extra JSON-safe entries of the run configuration. ``save``: write the run directory
+    (True: under the settings' data dir; a path: under that root).
+    """
+    _check_options(0, None, n_trials)
+    if not folds:
+        raise WalkForwardError("no fold to score")
+    rule: SignalRule = to_signal if to_signal is not None else ThresholdSignal()
+    symbol, timeframe = str(bars.attrs["symbol"]), str(bars.attrs["timeframe"])
+    name, params, predictions = predicted.strategy, predicted.params, predicted.predictions
+    oos = bars.iloc[int(folds[0].test[0]) : int(folds[-1].test[-1]) + 1]
+    signals, result = backtest_predictions(
+        predictions,
         oos,
-        signals,
+        to_signal=rule,
         costs=costs,
         sizing=sizing,
         capital=capital,
@@ -444,20 +588,19 @@ def walk_forward(
         position=result.signal.sum(axis=1).shift(1, fill_value=0.0),
         n_trials=trials["n_trials"],
         trial_sharpe_variance=trials["sharpe_variance"],
+        trials_matrix=trials_matrix,
         periods_per_year=result.periods_per_year,
         config=cfg,
     )
-    config = _json_safe(
+    run_config = _json_safe(
         {
             "name": run_name or f"{name} {symbol} {timeframe}",
             "strategy": name,
             "params": params,
             "symbol": symbol,
             "timeframe": timeframe,
-            "splitter": {p: getattr(split, p) for p in _SPLIT_PARAMS} | {"step": split.step},
+            **(config or {}),
             "n_folds": len(folds),
-            "horizon": horizon,
-            "history": history,
             "signal": _rule_config(rule),
             "backtest": result.config.to_dict(),
             "validity": cfg.model_dump(mode="json"),
@@ -467,19 +610,19 @@ def walk_forward(
     )
     run = WalkForwardRun(
         run_id=run_id,
-        name=config["name"],
+        name=run_config["name"],
         strategy=name,
         params=params,
         symbol=symbol,
         timeframe=timeframe,
-        folds=folds,
+        folds=tuple(folds),
         predictions=predictions,
         signals=signals,
         result=result,
         verdict=verdict,
         n_trials=trials["n_trials"],
         seed=seed,
-        config=config,
+        config=run_config,
         data_range={
             "bars_start": bars.index[0].isoformat(),
             "bars_end": bars.index[-1].isoformat(),
@@ -489,7 +632,7 @@ def walk_forward(
             "n_oos_bars": len(oos),
             "n_predictions": int(predictions["p_up"].notna().sum()),
         },
-        explanations=explanations,
+        explanations=predicted.explanations,
     )
     if store is not None:
         _record(store, run)
