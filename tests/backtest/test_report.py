@@ -3,7 +3,9 @@
 The report is built from a real backtest: an SMA(24/120) crossover on the bundled Coinbase
 BTCUSD 1h bars, compared with buy-and-hold through the same engine; its model explanations
 come from a small transformer encoder through :mod:`mlengine.nn.extraction`, MSA's market
-structure summary of the last real bars and a timeframe-attention table.
+structure summary of the last real bars, a timeframe-attention table, a metamodel gate's
+weights over the last real bars and the reliability of the crossover's probability before
+and after an isotonic calibration.
 ``report_inputs`` is shared with the browser test, ``model_explanations`` with the run tests.
 """
 
@@ -26,10 +28,11 @@ from plotly.offline import get_plotlyjs
 
 from mlengine import datasets
 from mlengine.backtest import _charts, report, validity
-from mlengine.backtest.confidence import analyse_confidence
+from mlengine.backtest.confidence import analyse_confidence, reliability
 from mlengine.backtest.engine import BacktestResult, run_backtest
 from mlengine.backtest.report import ReportError, default_rolling_window, render_report
 from mlengine.data.schema import make_bar_frame
+from mlengine.ensemble.calibration import IsotonicCalibrator, calibration_metrics
 from mlengine.nn.extraction import extract_attention, feature_importance, heatmap_frame
 from mlengine.strategies.msa import MSA, PREDICTION_TYPES
 from tests.nn.test_encoders import L, encoder, windows
@@ -49,6 +52,8 @@ FULL_FIGURES = [
     "feature-importance",
     "structure",
     "timeframe-attention",
+    "gate-weights",
+    "calibration",
 ]
 BASIC_FIGURES = FULL_FIGURES[:6]
 HOSTILE = "SMA <script>alert('x')</script> & <b>co</b>"
@@ -93,6 +98,67 @@ def timeframe_attention() -> pd.DataFrame:
         index=pd.Index(["mean", "last"], name="windows"),
         columns=["1h", "4h", "1d"],
     )
+
+
+GATE_STRATEGIES = ["trend", "mean_reversion", "breakout"]
+CALIBRATION_COLUMNS = ["stage", "bin", "lo", "hi", "n", "mean_predicted", "observed_frequency"]
+
+
+@functools.cache
+def _gate_weights() -> pd.DataFrame:
+    path = regime_path()
+    close = pd.Series(path["close"].to_numpy())
+    momentum = (close.pct_change(24) * 40.0).fillna(0.0).to_numpy()
+    activity = (close.pct_change().abs().rolling(24).mean() * 400.0).fillna(0.0).to_numpy()
+    scores = np.column_stack([momentum, -momentum, activity - 1.0])
+    weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    columns = dict(zip(GATE_STRATEGIES, weights.T, strict=True))
+    return pd.DataFrame({"ts": path["ts"], **columns, "regime": path["regime"]})
+
+
+def gate_weights() -> pd.DataFrame:
+    """A metamodel gate's ``gate_weights`` over the 3,000 bars of :func:`regime_path`: a
+    softmax of three scores of the real bars (24-bar momentum for the trend follower, its
+    opposite for mean reversion, recent activity for the breakout strategy), with the
+    regime of each bar (none for the first 24). A fresh copy."""
+    return _gate_weights().copy()
+
+
+@functools.cache
+def _calibration() -> tuple[pd.DataFrame, pd.DataFrame]:
+    close = runs()[0]["close"]
+    after = close.shift(-1)
+    keep = (p_up_of(close).notna() & after.notna()).to_numpy()
+    prob = p_up_of(close).to_numpy()[keep]
+    up = (after > close).to_numpy(dtype=np.float64)[keep]
+    half = prob.size // 2
+    fitted = IsotonicCalibrator().fit(prob[:half], up[:half])
+    stages = {"raw": prob[half:], "calibrated": fitted.transform(prob[half:])}
+    bins = pd.concat(
+        [reliability(p, up[half:]).table.assign(stage=name) for name, p in stages.items()],
+        ignore_index=True,
+    )
+    scores = [
+        {"stage": name}
+        | {k: v for k, v in calibration_metrics(p, up[half:]).items() if k != "bins"}
+        for name, p in stages.items()
+    ]
+    return bins[CALIBRATION_COLUMNS], pd.DataFrame(scores)[
+        ["stage", "brier", "log_loss", "ece", "n"]
+    ]
+
+
+def calibration_bins() -> pd.DataFrame:
+    """The ``calibration`` frame of the crossover's probability on the later half of the
+    real bars: reliability bins of the raw probability and of an isotonic calibration fitted
+    on the earlier half (rows 0-9 raw, 10-19 calibrated). A fresh copy."""
+    return _calibration()[0].copy()
+
+
+def calibration_scores() -> pd.DataFrame:
+    """The matching ``calibration_metrics`` frame (Brier, log-loss, ECE per stage)."""
+    return _calibration()[1].copy()
 
 
 def sma_position(close: pd.Series, fast: int = 24, slow: int = 120) -> pd.Series:
@@ -182,7 +248,12 @@ def _full() -> dict[str, Any]:
         "comparison_equity": {name: r.equity for name, r in results.items()},
         "explanations": model_explanations(pd.DatetimeIndex(bars.index))
         | structure()
-        | {"timeframe_attention": timeframe_attention()},
+        | {
+            "timeframe_attention": timeframe_attention(),
+            "gate_weights": gate_weights(),
+            "calibration": calibration_bins(),
+            "calibration_metrics": calibration_scores(),
+        },
         "extra_sections": [("Notes", "<p id='extra-note'>A later stage's section.</p>")],
     }
 
@@ -329,6 +400,8 @@ def test_text_is_escaped() -> None:
     importance = kwargs["explanations"]["feature_importance"]
     kwargs["explanations"] = kwargs["explanations"] | {
         "feature_importance": importance.rename(index={FEATURES[0]: evil}),
+        "gate_weights": kwargs["explanations"]["gate_weights"].rename(columns={"trend": evil}),
+        "calibration": kwargs["explanations"]["calibration"].replace({"stage": {"raw": evil}}),
         evil: pd.DataFrame({"note": [evil]}),
     }
     page_text = render_report(**kwargs)
@@ -383,7 +456,10 @@ def test_explanations_section_draws_the_extraction_output(full_page: str) -> Non
     attention, importance = explained["attention"], explained["feature_importance"]
     section = full_page.split('<section id="explanations">')[1].split("</section>")[0]
     figures = parse(section).figures
-    assert figures == ["attention", "feature-importance", "structure", "timeframe-attention"]
+    assert figures == [
+        "attention", "feature-importance", "structure", "timeframe-attention", "gate-weights",
+        "calibration",
+    ]  # fmt: skip
     assert "the window&#x27;s last bar" in section and "attention rollout" in section
     assert "<h3>Fold scores</h3>" in section and ">late<" in section
     assert ">53.00%<" in section  # a free-form table, formatted like the others
@@ -544,6 +620,164 @@ def test_structure_without_close_or_events(tmp_path: Path) -> None:
     )
 
 
+def _rows(table_html: str) -> dict[str, list[str]]:
+    """The body rows of the tables in ``table_html``, by their first cell: the other cells."""
+    rows = {}
+    for row in re.findall(r"<tr>(.*?)</tr>", table_html):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+        if cells:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def _gate_table(section: str) -> dict[str, list[str]]:
+    return _rows(section.split("<b>Mean gate weight by regime</b>")[1].split("</table>")[0])
+
+
+def _weights(frame: pd.DataFrame) -> pd.DataFrame:
+    index = pd.DatetimeIndex(pd.to_datetime(frame["ts"], utc=True, format="ISO8601"))
+    return frame[GATE_STRATEGIES].set_axis(index)
+
+
+def test_gate_weights_are_stacked_over_time_with_the_mean_per_regime() -> None:
+    frame = gate_weights()
+    page_text = render_report(**report_inputs(full=False), explanations={"gate_weights": frame})
+    assert parse(page_text).figures == [*BASIC_FIGURES, "gate-weights"]
+    assert parse(page_text).meta["mlengine-figures"] == str(len(BASIC_FIGURES) + 1)
+    section = _explanations_section(page_text)
+    assert parse(section).figures == ["gate-weights"]
+    assert "<h3>Gate weights</h3>" not in section
+    assert "Gate weights over time" in section and "sub-sampled" not in section
+    # the caption above the chart, the table under it
+    caption = section.index("which strategy leads")
+    chart = section.index('data-figure="gate-weights"')
+    assert caption < chart < section.index("Mean gate weight by regime")
+    for name in GATE_STRATEGIES:
+        assert f'"name":"{name}"' in section and '"stackgroup":"gate"' in section
+    # the mean weight of each strategy over all bars and over each regime's bars
+    weights, regime = frame[GATE_STRATEGIES], frame["regime"]
+    means = {"all": weights.mean()}
+    means |= {f"regime {k:.0f}": m for k, m in weights.groupby(regime).mean().iterrows()}
+    means["no regime"] = weights[regime.isna()].mean()
+    sizes = {"all": len(frame), "no regime": int(regime.isna().sum())}
+    sizes |= {f"regime {k:.0f}": n for k, n in regime.value_counts().items()}
+    table = _gate_table(section)
+    assert list(table) == ["all", "regime 0", "regime 1", "regime 2", "no regime"]
+    assert sizes["no regime"] == 24
+    for label, mean in means.items():
+        expected = [f"{sizes[label]:,}", *(f"{v:.2%}" for v in mean), str(mean.idxmax())]
+        assert table[label] == expected, label
+    assert len({row[-1] for row in table.values()}) > 1  # the lead changes with the regime
+    # the chart: one stacked area per strategy, every bar, y on [0, 1]
+    fig = _charts.gate_weights_figure(_weights(frame))
+    assert fig is not None
+    assert [t.name for t in fig.data] == GATE_STRATEGIES
+    assert {t.stackgroup for t in fig.data} == {"gate"}
+    assert tuple(fig.layout.yaxis.range) == (0.0, 1.0)
+    for trace, name in zip(fig.data, GATE_STRATEGIES, strict=True):
+        np.testing.assert_array_equal(trace.x, _charts.epoch_ms(_weights(frame).index))
+        np.testing.assert_allclose(trace.y, frame[name], rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="max_points must be at least 4"):
+        _charts.gate_weights_figure(_weights(frame), 3)
+
+
+def test_gate_weights_without_regime_within_tolerance_or_empty() -> None:
+    # rounding within the 1e-6 tolerance is accepted
+    frame = _unbalanced(gate_weights().drop(columns="regime"), 11, 5e-7)
+    page_text = render_report(**report_inputs(full=False), explanations={"gate_weights": frame})
+    table = _gate_table(_explanations_section(page_text))
+    assert list(table) == ["all"]
+    assert table["all"][1:-1] == [f"{frame[n].mean():.2%}" for n in GATE_STRATEGIES]
+    over = _unbalanced(frame, 11, 1e-5)
+    ts = pd.Timestamp(str(frame["ts"].iloc[11])).isoformat()
+    with pytest.raises(ReportError, match=re.escape(f"sum to 1: row 11 ({ts}) sums to 1.0000")):
+        render_report(**report_inputs(full=False), explanations={"gate_weights": over})
+    empty = render_report(**report_inputs(full=False), explanations={"gate_weights": frame[:0]})
+    assert "Nothing to draw." in empty and "Mean gate weight" not in empty
+
+
+def test_gate_weights_are_sub_sampled_to_max_points() -> None:
+    frame = gate_weights()
+    page_text = render_report(
+        **report_inputs(full=False), explanations={"gate_weights": frame}, max_points=200
+    )
+    section = _explanations_section(page_text)
+    assert "sub-sampled: 200 of 3,000 bars drawn" in section
+    assert _gate_table(section)["all"][0] == "3,000"  # the table uses every bar
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3000), max_points=st.integers(4, 300))
+def test_gate_weights_sub_sampling_keeps_true_bars_and_the_ends(n: int, max_points: int) -> None:
+    weights = _weights(_gate_weights().iloc[:n])
+    fig = _charts.gate_weights_figure(weights, max_points)
+    assert fig is not None
+    ms = _charts.epoch_ms(weights.index)
+    x = np.asarray(fig.data[0].x, dtype=np.float64)
+    assert len(x) == min(n, max_points)
+    assert x[0] == ms[0] and x[-1] == ms[-1]
+    rows = np.searchsorted(ms, x)
+    np.testing.assert_array_equal(ms[rows], x)  # every point drawn is a bar
+    for trace in fig.data:
+        np.testing.assert_array_equal(trace.x, x)
+        np.testing.assert_allclose(trace.y, weights[trace.name].to_numpy()[rows], rtol=1e-6)
+    assert ("sub-sampled" in fig.layout.title.text) == (n > max_points)
+
+
+def test_calibration_is_one_reliability_diagram_with_the_metrics_under_it() -> None:
+    bins, scores = calibration_bins(), calibration_scores()
+    fold_scores = pd.DataFrame({"fold": [0, 1], "accuracy": [0.51, 0.53]})
+    explanations = {"calibration_metrics": scores, "calibration": bins, "fold_scores": fold_scores}
+    page_text = render_report(**report_inputs(full=False), explanations=explanations)
+    assert parse(page_text).figures == [*BASIC_FIGURES, "calibration"]
+    section = _explanations_section(page_text)
+    assert parse(section).figures == ["calibration"]
+    assert "Calibration before and after" in section and "on the diagonal" in section
+    for name in ("perfectly calibrated", "raw", "calibrated"):
+        assert f'"name":"{name}"' in section
+    # the metrics table right under the diagram, and nowhere else
+    assert (
+        section.count("Calibration metrics") == 1 and "<h3>Calibration metrics</h3>" not in section
+    )
+    between = section.split('data-figure="calibration"')[1].split("<b>Calibration metrics</b>")[0]
+    assert "Plotly.newPlot(" in between and "<table" not in between and "<h3>" not in between
+    after = section.split("<b>Calibration metrics</b>")[1]
+    assert after.startswith("<table>")
+    table = _rows(after.split("</table>")[0])
+    for _, row in scores.iterrows():
+        shown = [f"{row[k]:.4g}" for k in ("brier", "log_loss", "ece")] + [f"{row['n']:,}"]
+        assert table[row["stage"]] == shown
+    assert section.index("<h3>Fold scores</h3>") > section.index("<b>Calibration metrics</b>")
+    # one line per stage through its non-empty bins, marker size growing with the bars
+    fig = _charts.calibration_figure(bins)
+    assert fig is not None
+    assert [t.name for t in fig.data] == ["perfectly calibrated", "raw", "calibrated"]
+    assert (bins["n"] == 0).any()  # empty bins exist and are left out
+    largest = bins["n"].max()
+    for trace in fig.data[1:]:
+        t = bins[(bins["stage"] == trace.name) & (bins["n"] > 0)]
+        assert trace.mode == "lines+markers"
+        np.testing.assert_allclose(trace.x, t["mean_predicted"])
+        np.testing.assert_allclose(trace.y, t["observed_frequency"])
+        np.testing.assert_array_equal(trace.customdata, t["n"])
+        np.testing.assert_allclose(trace.marker.size, 6.0 + 12.0 * np.sqrt(t["n"] / largest))
+    assert list(fig.data[0].x) == [0, 1] and list(fig.data[0].y) == [0, 1]
+    assert tuple(fig.layout.xaxis.range) == tuple(fig.layout.yaxis.range) == (0.0, 1.0)
+    # the rows the bad-input cases change: raw bin 5 and calibrated bin 5 are not empty
+    assert bins.loc[5, "stage"] == "raw" and bins.loc[15, "stage"] == "calibrated"
+    assert int(bins["n"].iloc[5]) > 0 and int(bins["bin"].iloc[15]) == 5
+
+
+def test_calibration_metrics_alone_or_no_bins() -> None:
+    alone = render_report(
+        **report_inputs(full=False), explanations={"calibration_metrics": calibration_scores()}
+    )
+    section = _explanations_section(alone)
+    assert "<h3>Calibration metrics</h3>" in section and parse(section).figures == []
+    empty = {"calibration": calibration_bins()[:0]}
+    assert "Nothing to draw." in render_report(**report_inputs(full=False), explanations=empty)
+
+
 def test_report_rebuilt_from_json_artefacts_is_identical(full_page: str) -> None:
     kwargs = report_inputs()
     for key in ("metrics", "verdict", "config", "data_range"):
@@ -659,6 +893,32 @@ def _set(frame: pd.DataFrame, row: str | int, col: int | str, value: float | str
     return out
 
 
+def _swapped_ts(frame: pd.DataFrame, row: int) -> pd.DataFrame:
+    """``frame`` with the ``ts`` of ``row`` and ``row + 1`` swapped."""
+    out = frame.copy()
+    out.loc[[row, row + 1], "ts"] = out.loc[[row + 1, row], "ts"].to_numpy()
+    return out
+
+
+def _unbalanced(frame: pd.DataFrame, row: int, delta: float) -> pd.DataFrame:
+    """``frame`` with ``delta`` added to the smallest gate weight of ``row``."""
+    out = frame.copy()
+    weights = out[GATE_STRATEGIES].to_numpy(dtype=np.float64, copy=True)
+    weights[row, weights[row].argmin()] += delta
+    out[GATE_STRATEGIES] = weights
+    return out
+
+
+def _with_empty_stage(bins: pd.DataFrame, stage: str) -> pd.DataFrame:
+    empty = reliability(np.full(4, np.nan), np.full(4, np.nan)).table.assign(stage=stage)
+    return pd.concat([bins, empty[CALIBRATION_COLUMNS]], ignore_index=True)
+
+
+GATE = r"explanations\['gate_weights'\]"
+CALIBRATION = r"explanations\['calibration'\]"
+TS = r"\(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\)"  # the bar's time, ISO 8601
+
+
 BAD_INPUTS: list[tuple[str, Any, str]] = [
     ("title", lambda k: 42, "title must be a string"),
     ("equity", lambda k: k["equity"].to_numpy(), "equity must be a pandas Series"),
@@ -758,12 +1018,73 @@ BAD_INPUTS: list[tuple[str, Any, str]] = [
      r"row 'mean', timeframe '4h' is nan"),
     ("explanations", _explained("timeframe_attention", lambda f: _set(f, "mean", "1h", 0.4)),
      r"explanations\['timeframe_attention'\] row 'mean' sums to 0.9, not 1"),
+    ("explanations", lambda k: {"gate_weights": gate_weights().drop(columns="ts")},
+     GATE + r" needs a 'ts' column"),
+    ("explanations", lambda k: {"gate_weights": gate_weights()[["ts", "regime"]]},
+     GATE + r" needs one weight column per strategy besides ts and regime"),
+    ("explanations", lambda k: {"gate_weights": gate_weights().assign(ts="yesterday")},
+     GATE + r" ts must be ISO 8601 times"),
+    ("explanations", lambda k: {"gate_weights": _swapped_ts(gate_weights(), 4)},
+     GATE + r" ts must increase: row 5 " + TS + " is not after row 4"),
+    ("explanations", lambda k: {"gate_weights": gate_weights().assign(breakout="most")},
+     GATE + r" breakout must hold numbers"),
+    ("explanations", lambda k: {"gate_weights": _set(gate_weights(), 7, "trend", math.nan)},
+     GATE + r" trend is not finite at row 7"),
+    ("explanations", lambda k: {"gate_weights": _set(gate_weights(), 8, "trend", math.inf)},
+     GATE + r" trend is not finite at row 8"),
+    ("explanations", lambda k: {"gate_weights": _set(gate_weights(), 9, "mean_reversion", 1.25)},
+     GATE + r" mean_reversion must be in \[0, 1\]: row 9 " + TS + r" is 1.25"),
+    ("explanations", lambda k: {"gate_weights": _set(gate_weights(), 3, "breakout", -0.1)},
+     GATE + r" breakout must be in \[0, 1\]: row 3 " + TS + r" is -0.1"),
+    ("explanations", lambda k: {"gate_weights": _unbalanced(gate_weights(), 11, 1e-5)},
+     GATE + r" weights must sum to 1: row 11 " + TS + r" sums to 1.00001"),
+    ("explanations", lambda k: {"gate_weights": _unbalanced(gate_weights(), 12, -2e-6)},
+     GATE + r" weights must sum to 1: row 12 " + TS + r" sums to 0.999998"),
+    ("explanations", lambda k: {"gate_weights": gate_weights().assign(regime="calm")},
+     GATE + r" regime must hold numbers"),
+    ("explanations", lambda k: {"gate_weights": _set(gate_weights(), 30, "regime", 1.5)},
+     GATE + r" regime must be whole numbers: row 30 is 1.5"),
+    ("explanations", lambda k: {"gate_weights": _set(gate_weights(), 31, "regime", math.inf)},
+     GATE + r" regime must be whole numbers: row 31 is inf"),
+    ("explanations", lambda k: {"calibration": calibration_bins().drop(columns=["stage", "n"])},
+     CALIBRATION + r" needs the columns stage, bin, lo, hi, n, mean_predicted, "
+     r"observed_frequency; missing \['stage', 'n'\]"),
+    ("explanations", lambda k: {"calibration": calibration_bins().assign(lo="low")},
+     CALIBRATION + r" lo must hold numbers"),
+    ("explanations",
+     lambda k: {"calibration": calibration_bins().assign(observed_frequency="often")},
+     CALIBRATION + r" observed_frequency must hold numbers"),
+    ("explanations", lambda k: {"calibration": _set(calibration_bins(), 2, "n", -3)},
+     CALIBRATION + r" n must be a count of bars: row 2 is -3.0"),
+    ("explanations",
+     lambda k: {"calibration": _set(calibration_bins().astype({"n": float}), 4, "n", 2.5)},
+     CALIBRATION + r" n must be a count of bars: row 4 is 2.5"),
+    ("explanations", lambda k: {"calibration": _set(calibration_bins(), 5, "mean_predicted", 1.2)},
+     CALIBRATION + r" mean_predicted must be in \[0, 1\]: row 5 \(stage 'raw'\) is 1.2"),
+    ("explanations",
+     lambda k: {"calibration": _set(calibration_bins(), 5, "observed_frequency", -0.1)},
+     CALIBRATION + r" observed_frequency must be in \[0, 1\]: row 5 \(stage 'raw'\) is -0.1"),
+    ("explanations", lambda k: {"calibration": _set(calibration_bins(), 15, "hi", 1.5)},
+     CALIBRATION + r" hi must be in \[0, 1\]: row 15 \(stage 'calibrated'\) is 1.5"),
+    ("explanations",
+     lambda k: {"calibration": _set(calibration_bins(), 5, "mean_predicted", math.nan)},
+     CALIBRATION + r" mean_predicted is not finite at row 5 \(stage 'raw', [\d,]+ bars\)"),
+    ("explanations",
+     lambda k: {"calibration": _with_empty_stage(calibration_bins(), "temperature")},
+     CALIBRATION + r" stage 'temperature' has no non-empty bin"),
+    ("explanations",
+     lambda k: {"calibration": calibration_bins(),
+                "calibration_metrics": calibration_scores().drop(columns=["ece", "n"])},
+     r"explanations\['calibration_metrics'\] needs the columns stage, brier, log_loss, ece, n; "
+     r"missing \['ece', 'n'\]"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("key", "change", "message"), BAD_INPUTS)
 def test_bad_input_is_rejected_with_the_reason(key: str, change: Any, message: str) -> None:
     kwargs = report_inputs()
+    if key == "explanations":  # checked whatever else is drawn: the required inputs will do
+        kwargs = report_inputs(full=False) | {"explanations": kwargs["explanations"]}
     kwargs[key] = change(kwargs)
     with pytest.raises(ReportError, match=message):
         render_report(**kwargs)

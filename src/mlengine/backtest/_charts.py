@@ -594,3 +594,86 @@ def timeframe_attention_figure(frame: pd.DataFrame) -> go.Figure:
     _layout(fig, "Attention across timeframes", "weight (%)", height=340)
     fig.update_layout(barmode="group", hovermode="closest")
     return fig
+
+
+def gate_weights_figure(weights: pd.DataFrame, max_points: int = MAX_POINTS) -> go.Figure | None:
+    """The metamodel gate's weight of each strategy (columns) over time (a UTC
+    ``DatetimeIndex``), stacked to 1 (one filled area per strategy). More than
+    ``max_points`` bars are sub-sampled evenly (first and last bar kept): weights are
+    not cumulative, so every drawn point is a true bar. None without bars."""
+    if max_points < 4:
+        raise ValueError(f"max_points must be at least 4, got {max_points}")
+    n = len(weights)
+    if n == 0:
+        return None
+    shown, note = weights, ""
+    if n > max_points:
+        rows = np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
+        shown = weights.iloc[rows]
+        note = f" <sup>(sub-sampled: {len(shown):,} of {n:,} bars drawn)</sup>"
+    x = epoch_ms(shown.index)
+    fig = go.Figure()
+    for k, column in enumerate(shown.columns):
+        label = html.escape(str(column))
+        color = PALETTE[k % len(PALETTE)]
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=_values(shown[column]),
+                name=label,
+                mode="lines",
+                stackgroup="gate",
+                line={"color": color, "width": 0.6},
+                fillcolor=_rgba(color, 0.6),
+                hovertemplate="%{y:.1%}<extra>" + label + "</extra>",
+            )
+        )
+    fig.update_xaxes(type="date")
+    fig.update_yaxes(range=[0.0, 1.0], tickformat=".0%")
+    return _layout(fig, "Gate weights over time" + note, "weight", height=380)
+
+
+def calibration_figure(bins: pd.DataFrame) -> go.Figure | None:
+    """Reliability before and after calibration: per ``stage`` (in order of appearance) the
+    observed frequency of an up move against the mean predicted probability of each
+    non-empty bin, markers sized by the bin's bars, and the diagonal. ``bins`` has the
+    columns ``stage``, ``n``, ``mean_predicted``, ``observed_frequency``. None without
+    non-empty bins."""
+    filled = bins[bins["n"] > 0]
+    if filled.empty:
+        return None
+    largest = float(filled["n"].max())
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            name="perfectly calibrated",
+            line={"color": GREY, "dash": "dash"},
+            hoverinfo="skip",
+        )
+    )
+    colours = [c for c in PALETTE if c != GREY]
+    for k, stage in enumerate(pd.unique(filled["stage"])):
+        t = filled[filled["stage"] == stage]
+        label = html.escape(str(stage))
+        n = t["n"].to_numpy(dtype=np.float64)
+        fig.add_trace(
+            go.Scatter(
+                x=t["mean_predicted"].to_numpy(dtype=np.float64),
+                y=t["observed_frequency"].to_numpy(dtype=np.float64),
+                mode="lines+markers",
+                name=label,
+                line={"color": colours[k % len(colours)]},
+                marker={"size": 6.0 + 12.0 * np.sqrt(n / largest)},
+                customdata=n,
+                hovertemplate="predicted %{x:.3f}, observed %{y:.3f}, %{customdata:,.0f} bars"
+                "<extra>" + label + "</extra>",
+            )
+        )
+    fig.update_xaxes(range=[0.0, 1.0], title_text="mean predicted probability of up")
+    fig.update_yaxes(range=[0.0, 1.0])
+    _layout(fig, "Calibration before and after", "observed frequency of up", height=440)
+    fig.update_layout(hovermode="closest")
+    return fig

@@ -544,6 +544,136 @@ def _timeframe_html(page: _Page, frame: pd.DataFrame) -> str:
     return fig + f'<p class="muted">{_esc(_TIMEFRAME_CAPTION)}</p>'
 
 
+_GATE_CAPTION = (
+    "How the metamodel's gate shares its weight among the strategies, bar by bar (the "
+    "weights of a bar add up to 100%). The table beneath gives each strategy's mean weight "
+    "over all bars and over the bars of each regime: which strategy leads, in which regime."
+)
+
+
+def _gate_weights_html(page: _Page, frame: pd.DataFrame, max_points: int) -> str:
+    """``explanations["gate_weights"]``: ``ts`` (ISO 8601, increasing), one weight column per
+    strategy (each in [0, 1], a row summing to 1) and optionally ``regime`` (whole numbers,
+    NaN where none); a stacked area over time and the mean weights overall and per regime."""
+    where = "explanations['gate_weights']"
+    if "ts" not in frame.columns:
+        raise ReportError(f"{where} needs a 'ts' column")
+    strategies = [c for c in frame.columns if c not in ("ts", "regime")]
+    if not strategies:
+        raise ReportError(f"{where} needs one weight column per strategy besides ts and regime")
+    ts = _times(frame, where, "ts")
+    stale = ts.diff().to_numpy()[1:] <= np.timedelta64(0, "ns")
+    if stale.any():
+        i = int(np.argmax(stale)) + 1
+        raise ReportError(
+            f"{where} ts must increase: row {i} ({ts[i].isoformat()}) is not after row {i - 1}"
+        )
+    weights = pd.DataFrame(_numbers(frame, where, strategies), index=pd.DatetimeIndex(ts))
+    for col in strategies:
+        values = weights[col].to_numpy()
+        outside = (values < 0.0) | (values > 1.0)
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise ReportError(
+                f"{where} {col} must be in [0, 1]: row {i} ({ts[i].isoformat()}) is {values[i]}"
+            )
+    sums = weights.to_numpy().sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
+    if off.size:
+        i = int(off[0])
+        raise ReportError(
+            f"{where} weights must sum to 1: row {i} ({ts[i].isoformat()}) sums to {sums[i]:.10g}"
+        )
+    regime = None
+    if "regime" in frame.columns:
+        try:
+            regime = frame["regime"].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as err:
+            raise ReportError(f"{where} regime must hold numbers: {err}") from None
+        whole = np.isnan(regime) | (np.isfinite(regime) & (regime == np.round(regime)))
+        if not whole.all():
+            i = int(np.argmin(whole))
+            raise ReportError(f"{where} regime must be whole numbers: row {i} is {regime[i]}")
+    fig = page.figure(_charts.gate_weights_figure(weights, max_points), "gate-weights")
+    out = f'<p class="muted">{_esc(_GATE_CAPTION)}</p>' + fig
+    if weights.empty:
+        return out
+    groups: list[tuple[str, pd.DataFrame]] = [("all", weights)]
+    if regime is not None:
+        for k in np.unique(regime[np.isfinite(regime)]).astype(np.int64):
+            groups.append((f"regime {k}", weights[regime == k]))
+        if np.isnan(regime).any():
+            groups.append(("no regime", weights[np.isnan(regime)]))
+    rows = []
+    for label, part in groups:
+        mean = part.mean()
+        cells = [("", _esc(label)), _cell("bars", len(part))]
+        cells += [_cell("share", float(mean[c])) for c in strategies]
+        rows.append([*cells, ("", _esc(mean.idxmax()))])
+    header = ["bars", "count", *(str(c) for c in strategies), "leads"]
+    return out + "<b>Mean gate weight by regime</b>" + _table(header, rows)
+
+
+_CALIBRATION = ("stage", "bin", "lo", "hi", "n", "mean_predicted", "observed_frequency")
+_CALIBRATION_METRICS = ("stage", "brier", "log_loss", "ece", "n")
+_CALIBRATION_CAPTION = (
+    "Reliability of the probability of an up move at each stage (e.g. raw, then calibrated): "
+    "per bin of predicted probability, the share of bars that went up against the mean "
+    "prediction (marker size: bars in the bin). A calibrated model lies on the diagonal."
+)
+
+
+def _calibration_html(page: _Page, frame: pd.DataFrame, metrics: pd.DataFrame | None) -> str:
+    """``explanations["calibration"]``: reliability tables
+    (:func:`mlengine.backtest.confidence.reliability`) with a ``stage`` column, drawn as one
+    diagram; ``explanations["calibration_metrics"]`` (if given) as the table under it."""
+    where = "explanations['calibration']"
+    missing = [c for c in _CALIBRATION if c not in frame.columns]
+    if missing:
+        raise ReportError(f"{where} needs the columns {', '.join(_CALIBRATION)}; missing {missing}")
+    stage = frame["stage"].astype(str).to_numpy()
+    values = _numbers(frame, where, ["lo", "hi", "n"])
+    n = values["n"]
+    if ((n < 0) | (n != np.round(n))).any():
+        i = int(np.argmax((n < 0) | (n != np.round(n))))
+        raise ReportError(f"{where} n must be a count of bars: row {i} is {n[i]}")
+    for col in ("mean_predicted", "observed_frequency"):
+        try:
+            values[col] = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as err:
+            raise ReportError(f"{where} {col} must hold numbers: {err}") from None
+        unknown = (n > 0) & ~np.isfinite(values[col])
+        if unknown.any():
+            i = int(np.argmax(unknown))
+            raise ReportError(
+                f"{where} {col} is not finite at row {i} (stage {stage[i]!r}, {n[i]:.0f} bars)"
+            )
+    for col in ("lo", "hi", "mean_predicted", "observed_frequency"):
+        v = values[col]
+        with np.errstate(invalid="ignore"):
+            outside = (v < 0.0) | (v > 1.0)  # NaN (an empty bin's mean) is not outside
+        if outside.any():
+            i = int(np.argmax(outside))
+            raise ReportError(
+                f"{where} {col} must be in [0, 1]: row {i} (stage {stage[i]!r}) is {v[i]}"
+            )
+    for name in pd.unique(stage):
+        if not (n[stage == name] > 0).any():
+            raise ReportError(f"{where} stage {name!r} has no non-empty bin")
+    bins = pd.DataFrame({"stage": stage, **values})
+    out = f'<p class="muted">{_esc(_CALIBRATION_CAPTION)}</p>'
+    out += page.figure(_charts.calibration_figure(bins), "calibration")
+    if metrics is not None:
+        absent = [c for c in _CALIBRATION_METRICS if c not in metrics.columns]
+        if absent:
+            raise ReportError(
+                "explanations['calibration_metrics'] needs the columns "
+                f"{', '.join(_CALIBRATION_METRICS)}; missing {absent}"
+            )
+        out += "<b>Calibration metrics</b>" + _frame_table(metrics)
+    return out
+
+
 def _explanations_html(
     page: _Page,
     explanations: Mapping[str, pd.DataFrame],
@@ -552,7 +682,8 @@ def _explanations_html(
 ) -> str:
     """The attention heatmap, the feature importance chart, the price coloured by regime,
     the structure over the close (once, for ``structure_events`` and ``swings``), the
-    attention across timeframes and any other frame as a table."""
+    attention across timeframes, the gate's weights, the calibration diagram (with
+    ``calibration_metrics`` under it) and any other frame as a table."""
     for name, frame in _mapping(explanations, "explanations").items():
         if not isinstance(name, str):
             raise ReportError(f"explanations keys must be strings, got {name!r}")
@@ -574,6 +705,12 @@ def _explanations_html(
                 parts.append(_structure_html(page, explanations, close, max_points))
         elif name == "timeframe_attention":
             parts.append(_timeframe_html(page, frame))
+        elif name == "gate_weights":
+            parts.append(_gate_weights_html(page, frame, max_points))
+        elif name == "calibration":
+            parts.append(_calibration_html(page, frame, explanations.get("calibration_metrics")))
+        elif name == "calibration_metrics" and "calibration" in explanations:
+            continue  # drawn under the calibration diagram
         else:
             parts.append(
                 f"<h3>{_esc(name.replace('_', ' ').capitalize())}</h3>" + _frame_table(frame)
@@ -651,8 +788,12 @@ def render_report(
     heatmap, ``"feature_importance"`` as a bar chart, ``"regime_path"`` (``ts``, ``close``,
     ``regime``) as the price coloured by regime, ``"structure_events"`` and ``"swings"`` (the
     columns of :meth:`mlengine.strategies.msa.MSA.summarize`) as overlays on ``close``,
-    ``"timeframe_attention"`` (rows of weights over timeframes) as grouped bars, others as
-    tables. ``extra_sections`` are
+    ``"timeframe_attention"`` (rows of weights over timeframes) as grouped bars,
+    ``"gate_weights"`` (``ts``, one weight column per strategy, optionally ``regime``) as a
+    stacked area with the mean weights per regime beneath, ``"calibration"`` (the
+    :func:`mlengine.backtest.confidence.reliability` table with a ``stage`` column) as one
+    reliability diagram with ``"calibration_metrics"`` (``stage``, ``brier``, ``log_loss``,
+    ``ece``, ``n``) as the table under it, others as tables. ``extra_sections`` are
     ``(title, html)`` pairs; their html is inserted unescaped. ``rolling_window`` (bars)
     defaults to :func:`default_rolling_window`; series longer than ``max_points`` are
     decimated for drawing. Bad input raises :class:`ReportError`.

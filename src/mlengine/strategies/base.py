@@ -107,8 +107,11 @@ class Explainable(Protocol):
       bar pays to each bar (:func:`mlengine.nn.extraction.heatmap_frame`);
     * ``"feature_importance"`` — index ``feature``, columns ``importance`` and ``share``;
     * ``"regime_path"`` (price coloured by regime), ``"structure_events"`` and ``"swings"``
-      (overlays on the price), ``"timeframe_attention"`` (weights per timeframe): see
-      :func:`mlengine.backtest.report.render_report`.
+      (overlays on the price), ``"timeframe_attention"`` (weights per timeframe),
+      ``"gate_weights"`` (the metamodel gate's weight of each strategy over time, optionally
+      with the regime of each bar), ``"calibration"`` (reliability bins per stage, e.g. raw
+      and calibrated) and ``"calibration_metrics"`` (Brier, log-loss, ECE per stage, shown
+      under the calibration diagram): see :func:`mlengine.backtest.report.render_report`.
 
     Other names are shown as tables. Column labels are strings (they go to Parquet).
     """
