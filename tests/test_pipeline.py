@@ -4,6 +4,7 @@ model's explanations, records in the store, and the live model saved and reloada
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from mlengine.data.loader import WalkForwardSplit
 from mlengine.data.store import open_store
 from mlengine.pipeline import label_horizon, strategy_factory, train_strategy
 from mlengine.strategies import registry
-from mlengine.strategies.base import StrategyError
+from mlengine.strategies.base import StrategyError, strategy_params
 from mlengine.strategies.pva import PVA
 
 
@@ -85,8 +86,9 @@ def test_factory_checks_parameters_at_once() -> None:
     with pytest.raises(StrategyError, match="unknown strategy 'magic'"):
         strategy_factory("magic")
     make = strategy_factory("pva", {"window": 8})
-    assert make(seed=3).params.seed == 3
-    assert make().params.window == 8
+    assert strategy_params(make(seed=3))["seed"] == 3
+    assert strategy_params(make())["window"] == 8
+    assert pickle.loads(pickle.dumps(make)) == make  # worker processes make strategies
 
 
 def test_label_horizon_is_the_purge() -> None:

@@ -429,6 +429,119 @@ def backtest(
     console.print(f"report: {path}")
 
 
+class ConfigError(MLEngineError, ValueError):
+    """A settings file or option the run cannot use."""
+
+
+def _ensemble_config(
+    config: Path | None,
+    strategies: list[str] | None,
+    params: list[str],
+    overrides: dict[str, Any],
+    entropy: float | None,
+) -> Any:
+    """An :class:`mlengine.pipeline.EnsembleConfig` from a YAML/JSON file (if given), then
+    the options given on the command line."""
+    import yaml
+    from pydantic import ValidationError
+
+    from mlengine.pipeline import EnsembleConfig
+
+    base: dict[str, Any] = {}
+    if config is not None:
+        try:
+            loaded = yaml.safe_load(config.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"--config {config}: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"--config {config}: expected a mapping of settings")
+        base = loaded
+    if strategies:
+        chosen = list(dict.fromkeys(strategies))
+        base["strategies"] = {n: base.get("strategies", {}).get(n, {}) for n in chosen}
+    if params:
+        names = list(base.get("strategies") or EnsembleConfig().strategies)
+        parsed = _parse_params(params, names)
+        current = base.get("strategies") or {n: {} for n in names}
+        base["strategies"] = {n: {**current.get(n, {}), **parsed[n]} for n in names}
+    base |= {k: v for k, v in overrides.items() if v is not None}
+    if entropy is not None:
+        base["gate"] = {**(base.get("gate") or {}), "entropy": entropy}
+    try:
+        return EnsembleConfig(**base)
+    except ValidationError as err:
+        where = f" in {config}" if config else ""
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ConfigError(f"ensemble settings{where}: " + "; ".join(lines)) from None
+
+
+@app.command()
+def ensemble(
+    dataset: DatasetOption = None,
+    symbol: SymbolOption = None,
+    timeframe: TimeframeOption = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Ensemble settings, YAML (keys of EnsembleConfig).")
+    ] = None,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(help="Strategies to combine (default: pva mrd vbp msa mts)."),
+    ] = None,
+    param: ParamOption = None,
+    calibration: Annotated[
+        str | None, typer.Option(help="auto, isotonic, platt, temperature or none.")
+    ] = None,
+    entropy: Annotated[
+        float | None, typer.Option(help="Coefficient of the gate's entropy regulariser.")
+    ] = None,
+    executor: Annotated[str | None, typer.Option(help="serial or local (processes).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: cores).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Base seed.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Comparison report (HTML) path.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Train the strategies walk-forward, learn the gating ensemble on their out-of-fold
+    predictions, calibrate it, and compare it after costs with each strategy, an
+    equal-weight average and logistic stacking on the same bars."""
+    from mlengine.pipeline import EnsemblePipeline
+
+    with _errors():
+        cfg = _ensemble_config(
+            config,
+            strategy,
+            param or [],
+            {"calibration": calibration, "executor": executor, "workers": workers, "seed": seed},
+            entropy,
+        )
+        with _store(db) as store:
+            bars = _bars_for(dataset, symbol, timeframe, store)
+            result = EnsemblePipeline(cfg).run(bars, store=store, save=True)
+        console.print(result.comparison.to_rich())
+        console.print(_summary_table(result.summary))
+        if out is not None:
+            result.comparison.write_report(out, main="ensemble")
+    console.print(f"report: {out or result.report}")
+
+
+def _summary_table(summary: Any) -> Table:
+    table = Table(title="Ensemble summary (meta test bars)")
+    table.add_column("name", no_wrap=True)
+    shown = ["direction_accuracy", "top20_accuracy", "ece_raw", "ece", "sharpe", "max_drawdown",
+             "dsr", "pbo"]  # fmt: skip
+    short = {"direction_accuracy": "acc.", "top20_accuracy": "acc. top 20%",
+             "ece_raw": "ECE raw", "ece": "ECE", "max_drawdown": "max DD"}  # fmt: skip
+    for col in shown:
+        table.add_column(short.get(col, col), justify="right")
+    for name, row in summary.iterrows():
+        cells = []
+        for col in shown:
+            x = float(row[col])
+            pct = col in ("direction_accuracy", "top20_accuracy", "max_drawdown", "ece_raw", "ece")
+            cells.append("n/a" if x != x else (f"{x:.1%}" if pct else f"{x:.3g}"))
+        table.add_row(str(name), *cells)
+    return table
+
+
 def _reports_dir() -> Path:
     from mlengine.config import get_settings
 

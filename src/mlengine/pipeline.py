@@ -16,6 +16,7 @@ measured on models that never saw those bars.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,15 +24,37 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.console import Console
 
-from mlengine.backtest.compare import Comparison, compare
+from mlengine.backtest.compare import Comparison, compare, comparison
+from mlengine.backtest.confidence import accuracy_coverage
 from mlengine.backtest.costs import CostModel
 from mlengine.backtest.engine import DEFAULT_COSTS
 from mlengine.backtest.signals import HysteresisSignal, SignalRule
-from mlengine.backtest.walkforward import StrategyFactory, WalkForwardRun
-from mlengine.data.loader import WalkForwardSplit
+from mlengine.backtest.validity import ValidityConfig
+from mlengine.backtest.walkforward import (
+    Predicted,
+    StrategyFactory,
+    WalkForwardRun,
+    backtest_predictions,
+    predict_folds,
+    score_predictions,
+)
+from mlengine.data.loader import Fold, WalkForwardSplit
+from mlengine.data.schema import check_bar_frame
+from mlengine.ensemble.calibration import calibration_metrics
+from mlengine.ensemble.gating import GateParams
+from mlengine.ensemble.metamodel import (
+    CALIBRATION_CHOICES,
+    MetaResult,
+    Stack,
+    calibration_report,
+    fit_predict,
+    stack,
+)
 from mlengine.strategies import registry
 from mlengine.strategies.base import Strategy, StrategyError, strategy_params
 
@@ -41,8 +64,14 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MIN_TRAIN",
     "DEFAULT_TEST_SIZE",
+    "ENSEMBLE_STRATEGIES",
+    "EnsembleConfig",
+    "EnsemblePipeline",
+    "EnsembleResult",
+    "RegisteredFactory",
     "TrainResult",
     "default_signal",
+    "ensemble_summary",
     "evaluate",
     "label_horizon",
     "models_root",
@@ -70,19 +99,27 @@ def models_root(root: Path | None = None) -> Path:
     return get_settings().data_dir / "models"
 
 
-def strategy_factory(name: str, params: Mapping[str, Any] | None = None) -> Any:
-    """A factory ``(seed=None) -> Strategy`` of the registered strategy ``name``; the
-    parameters are checked at once by building one instance."""
+@dataclass(frozen=True)
+class RegisteredFactory:
+    """Makes the registered strategy ``name`` with ``params``: ``factory(seed=None)``.
+    A plain picklable object, so that worker processes can make strategies."""
+
+    name: str
+    params: Mapping[str, Any]
+
+    def __call__(self, seed: int | None = None) -> Strategy:
+        return registry.create(self.name, seed=seed, **self.params)
+
+
+def strategy_factory(name: str, params: Mapping[str, Any] | None = None) -> RegisteredFactory:
+    """A factory of the registered strategy ``name``; the parameters are checked at once by
+    building one instance."""
     chosen = dict(params or {})
     try:
         registry.create(name, **chosen)
     except TypeError as err:  # an unknown keyword of a strategy's constructor
         raise StrategyError(f"{name}: {err}") from None
-
-    def make(seed: int | None = None) -> Strategy:
-        return registry.create(name, seed=seed, **chosen)
-
-    return make
+    return RegisteredFactory(name, chosen)
 
 
 def label_horizon(strategy: Strategy) -> int:
@@ -191,3 +228,294 @@ def train_strategy(
         text = json.dumps(training, indent=2, allow_nan=False, default=str)
         (model_dir / "training.json").write_text(text)
     return TrainResult(comparison=comparison, model_dir=model_dir, name=name)
+
+
+# --- the ensemble ---------------------------------------------------------------------------
+
+#: The five strategies the ensemble combines by default.
+ENSEMBLE_STRATEGIES: tuple[str, ...] = ("pva", "mrd", "vbp", "msa", "mts")
+
+
+class EnsembleConfig(BaseModel):
+    """One ensemble run: the strategies and their parameters, the level-1 and meta
+    walk-forward schemes, the gate, the calibration, the signal rule, costs and sizing, and
+    how the jobs are fanned out. Sizes are bar counts or time spans (``"60D"``).
+
+    ``horizon`` is the ensemble's label: the direction over that many bars (1: the next bar,
+    which the bar-by-bar backtest trades); the level-1 purge is the longest label horizon of
+    the strategies, the meta purge this one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategies: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {name: dict[str, Any]() for name in ENSEMBLE_STRATEGIES}
+    )
+    test_size: int | str = DEFAULT_TEST_SIZE
+    min_train: int = Field(default=DEFAULT_MIN_TRAIN, ge=1)
+    train_size: int | str | None = None
+    meta_test_size: int | str = "30D"
+    meta_min_train: int = Field(default=1000, ge=1)
+    meta_embargo: int = Field(default=0, ge=0)
+    horizon: int = Field(default=1, ge=1)
+    gate: dict[str, Any] = Field(default_factory=dict)
+    calibration: str = "auto"
+    calibration_share: float = Field(default=0.3, ge=0.0, lt=1.0)
+    enter: float = Field(default=0.03, ge=0.0, lt=0.5)
+    exit: float = Field(default=0.0, gt=-0.5, lt=0.5)
+    min_hold: int = Field(default=1, ge=1)
+    commission_bps: float = Field(default=DEFAULT_COSTS.commission_bps, ge=0.0)
+    spread_bps: float = Field(default=DEFAULT_COSTS.spread_bps, ge=0.0)
+    slippage_bps: float = Field(default=DEFAULT_COSTS.slippage_bps, ge=0.0)
+    sizing: str | None = None
+    validity: dict[str, Any] = Field(default_factory=dict)
+    executor: str = "local"
+    workers: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if len(value) < 2:
+            raise ValueError(f"an ensemble needs at least 2 strategies, got {list(value)}")
+        for name, params in value.items():
+            strategy_factory(name, params)
+        return value
+
+    @field_validator("gate")
+    @classmethod
+    def _gate(cls, value: dict[str, Any]) -> dict[str, Any]:
+        GateParams(**value)
+        return value
+
+    @field_validator("validity")
+    @classmethod
+    def _validity(cls, value: dict[str, Any]) -> dict[str, Any]:
+        ValidityConfig(**value)
+        return value
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration(cls, value: str) -> str:
+        if value not in CALIBRATION_CHOICES:
+            raise ValueError(f"{value!r} is not one of {CALIBRATION_CHOICES}")
+        return value
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, value: str) -> str:
+        from mlengine.parallel import EXECUTORS
+
+        if value not in EXECUTORS:
+            raise ValueError(f"{value!r} is not one of {EXECUTORS}")
+        return value
+
+    def signal(self) -> HysteresisSignal:
+        return HysteresisSignal(enter=self.enter, exit=self.exit, min_hold=self.min_hold)
+
+    def costs(self) -> CostModel:
+        return CostModel(
+            commission_bps=self.commission_bps,
+            spread_bps=self.spread_bps,
+            slippage_bps=self.slippage_bps,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class EnsembleResult:
+    """The comparison on the meta test bars (the ensemble, the simple ensembles and each
+    strategy, same bars, costs and signal rule), the level-1 stack, the metamodel's
+    result and the summary table (:func:`ensemble_summary`)."""
+
+    comparison: Comparison
+    stack: Stack
+    meta: MetaResult
+    summary: pd.DataFrame
+    report: Path | None = None
+
+    @property
+    def run(self) -> WalkForwardRun:
+        return self.comparison.runs["ensemble"]
+
+
+class EnsemblePipeline:
+    """bars → the strategies walk-forward (level 1, fanned out over strategies and folds) →
+    stacked out-of-fold predictions → gate walk-forward with calibration (level 2) →
+    signals → backtest → verdicts → report, from one :class:`EnsembleConfig`."""
+
+    def __init__(self, config: EnsembleConfig | None = None) -> None:
+        self.config = config or EnsembleConfig()
+
+    def run(
+        self,
+        bars: pd.DataFrame,
+        *,
+        store: Store | None = None,
+        save: bool | Path = True,
+        progress: bool = True,
+    ) -> EnsembleResult:
+        cfg = self.config
+        check_bar_frame(bars)
+        factories = {name: strategy_factory(name, p) for name, p in cfg.strategies.items()}
+        horizon = max(label_horizon(make()) for make in factories.values())
+        split = WalkForwardSplit(
+            test_size=cfg.test_size,
+            train_size=cfg.train_size,
+            min_train_size=cfg.min_train,
+            purge=horizon,
+        )
+        folds = tuple(split.folds(bars))
+        predicted = predict_folds(
+            factories,
+            bars,
+            folds,
+            seed=cfg.seed,
+            executor=cfg.executor,
+            workers=cfg.workers,
+            progress=progress,
+        )
+        data = stack(predicted, bars, cfg.horizon)
+        meta_split = WalkForwardSplit(
+            test_size=cfg.meta_test_size,
+            min_train_size=cfg.meta_min_train,
+            purge=cfg.horizon,
+            embargo=cfg.meta_embargo,
+        )
+        meta = fit_predict(
+            data,
+            meta_split,
+            gate=GateParams(**cfg.gate),
+            calibration=cfg.calibration,
+            calibration_share=cfg.calibration_share,
+            seed=cfg.seed,
+            progress=progress,
+        )
+        candidates = _candidates(predicted, meta, data)
+        positions = bars.index.get_indexer(meta.index)
+        meta_folds = tuple(
+            Fold(
+                fold=f.fold,
+                train=np.empty(0, dtype=np.int64),
+                test=positions[(meta.index >= f.test_start) & (meta.index <= f.test_end)],
+                train_start=f.gate_start,
+                train_end=f.calibration_end or f.gate_end,
+                test_start=f.test_start,
+                test_end=f.test_end,
+            )
+            for f in meta.folds
+        )
+        backtest: dict[str, Any] = {"costs": cfg.costs(), "sizing": cfg.sizing}
+        oos = bars.iloc[int(positions[0]) : int(positions[-1]) + 1]
+        returns = {
+            name: backtest_predictions(c.predictions, oos, to_signal=cfg.signal(), **backtest)[
+                1
+            ].returns
+            for name, c in candidates.items()
+        }
+        runs = {
+            name: score_predictions(
+                c,
+                bars,
+                meta_folds,
+                to_signal=cfg.signal(),
+                trials_matrix=pd.DataFrame(returns),
+                store=store,
+                run_name=name,
+                seed=cfg.seed,
+                config={"ensemble": cfg.model_dump(mode="json"), "horizon": horizon},
+                validity=ValidityConfig(**cfg.validity),
+                **backtest,
+            )
+            for name, c in candidates.items()
+        }
+        result = comparison(runs)
+        summary = ensemble_summary(result, meta, data)
+        runs["ensemble"].explanations["ensemble_summary"] = summary.reset_index()
+        report = None
+        if save is not False:
+            from mlengine.backtest.runs import runs_root, save_run
+
+            root = None if save is True else Path(save)
+            for run in runs.values():
+                save_run(run, root=root)
+            first = runs["ensemble"]
+            report = result.write_report(
+                runs_root(root) / f"ensemble_{first.symbol}_{first.timeframe}.html",
+                main="ensemble",
+            )
+        return EnsembleResult(result, data, meta, summary, report)
+
+
+def _candidates(
+    predicted: Mapping[str, Predicted], meta: MetaResult, data: Stack
+) -> dict[str, Predicted]:
+    """Everything compared on the meta test bars: the ensemble (calibrated ``p_up``, the raw
+    mixture ``p_raw`` and the gate weights ``w.<strategy>``), the simple ensembles and each
+    strategy's own level-1 predictions on those bars."""
+    index = meta.index
+    weights = meta.weights.add_prefix("w.")
+    ensemble = pd.concat([meta.candidates["ensemble"], meta.raw, weights], axis=1)
+    table, metrics = calibration_report(meta, data.y)
+    gate = weights.set_axis(list(meta.weights.columns), axis=1)
+    regime = [c for c in data.features.columns if c.endswith(".regime")]
+    if regime:
+        gate["regime"] = data.features.loc[index, regime[0]]
+    gate.insert(0, "ts", [t.isoformat() for t in index])
+    names = list(predicted)
+    out = {
+        "ensemble": Predicted(
+            "ensemble",
+            {"strategies": names, "meta_folds": [f.to_dict() for f in meta.folds]},
+            ensemble,
+            {
+                "gate_weights": gate.reset_index(drop=True),
+                "calibration": table,
+                "calibration_metrics": metrics,
+                "meta_folds": pd.DataFrame([f.to_dict() for f in meta.folds]),
+            },
+        ),
+        "equal_weight": Predicted(
+            "equal_weight", {"strategies": names}, meta.candidates["equal_weight"]
+        ),
+        "logistic_stack": Predicted(
+            "logistic_stack", {"strategies": names}, meta.candidates["logistic_stack"]
+        ),
+    }
+    for name, p in predicted.items():
+        out[name] = Predicted(p.strategy, p.params, p.predictions.reindex(index), p.explanations)
+    return out
+
+
+def ensemble_summary(result: Comparison, meta: MetaResult, data: Stack) -> pd.DataFrame:
+    """Per compared candidate, on the meta test bars: direction accuracy of ``p_up`` on the
+    bars with a known direction where it takes a side (``p_up != 0.5``), and on the 20% most
+    confident of them (ties: earlier bar first), expected calibration error
+    (the ensemble's also before calibration), Sharpe after costs, max drawdown, deflated
+    Sharpe ratio, probability of backtest overfitting of picking the best of the candidates,
+    and the verdict."""
+    y = data.y.reindex(meta.index)
+    known = y.notna().to_numpy()
+    nxt = (y.to_numpy() - 0.5)[known]
+    rows = []
+    for name, run in result.runs.items():
+        p = run.predictions["p_up"].reindex(meta.index).fillna(0.5).to_numpy()[known]
+        cover = accuracy_coverage(p, next_return=nxt, coverage=(1.0, 0.2))
+        m, v = run.metrics, run.verdict
+        rows.append(
+            {
+                "name": name,
+                "direction_accuracy": float(cover["accuracy"].iloc[0]),
+                "top20_accuracy": float(cover["accuracy"].iloc[1]),
+                "ece": calibration_metrics(p, y.to_numpy()[known])["ece"],
+                "sharpe": m.sharpe,
+                "max_drawdown": m.max_drawdown,
+                "dsr": v.dsr.dsr if v.dsr is not None else math.nan,
+                "pbo": v.pbo.pbo if v.pbo is not None else math.nan,
+                "score": v.score,
+                "effective": v.effective,
+            }
+        )
+    table = pd.DataFrame(rows).set_index("name")
+    raw = meta.raw.to_numpy()[known]
+    table.insert(3, "ece_raw", math.nan)
+    table.loc["ensemble", "ece_raw"] = calibration_metrics(raw, y.to_numpy()[known])["ece"]
+    return table
