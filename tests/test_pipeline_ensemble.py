@@ -152,9 +152,9 @@ def test_random_walk_ensemble_stays_at_chance() -> None:
         ({"strategies": {"msa": {}}}, "at least 2 strategies"),
         ({"strategies": {"msa": {}, "magic": {}}}, "unknown strategy 'magic'"),
         ({"strategies": {"msa": {"no_such": 1}, "tsmom": {}}}, "no_such"),
-        ({"calibration": "guess"}, "'guess' is not one of"),
+        ({"calibration": "guess"}, "calibration\n  Input should be 'auto', 'isotonic'"),
         ({"gate": {"entropy": -1}}, "entropy"),
-        ({"executor": "cluster"}, "'cluster' is not one of"),
+        ({"executor": "cluster"}, "executor\n  Input should be 'serial' or 'local'"),
         ({"validity": {"bootstrap_reps": -5}}, "bootstrap_reps"),
         ({"meta_min_train": 0}, "meta_min_train"),
         ({"colour": "red"}, "colour"),
@@ -183,3 +183,21 @@ def test_cli_runs_the_ensemble_and_rejects_a_bad_config(tmp_path: Path) -> None:
     failed = runner.invoke(app, args)
     assert failed.exit_code != 0
     assert "meta_min_trian" in failed.output and str(config) in failed.output
+
+
+def test_calibrated_confidence_sizes_the_positions(eurusd: pd.DataFrame) -> None:
+    bars = eurusd.iloc[:4000]
+    out = EnsemblePipeline(_config(meta_min_train=500, sizing="kelly", enter=0.01)).run(
+        bars, save=False, progress=False
+    )
+    run = out.run
+    decided = run.result.signal.iloc[:, 0]
+    p_up = run.signals["p_up"]
+    side = np.sign(run.signals["position"])
+    held = side != 0
+    assert held.sum() > 10
+    # half Kelly at even odds: |exposure| = 0.5 * (2p - 1) on the side taken, p calibrated
+    edge = np.where(side > 0, p_up, 1.0 - p_up)[held]
+    expected = np.clip(0.5 * (2.0 * edge - 1.0), 0.0, 1.0)
+    np.testing.assert_allclose(np.abs(decided[held]), expected, atol=1e-9)
+    assert decided[held].abs().max() < 1.0

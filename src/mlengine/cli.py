@@ -503,7 +503,7 @@ def ensemble(
     """Train the strategies walk-forward, learn the gating ensemble on their out-of-fold
     predictions, calibrate it, and compare it after costs with each strategy, an
     equal-weight average and logistic stacking on the same bars."""
-    from mlengine.pipeline import EnsemblePipeline
+    from mlengine.pipeline import EnsemblePipeline, ensemble_title
 
     with _errors():
         cfg = _ensemble_config(
@@ -519,7 +519,7 @@ def ensemble(
         console.print(result.comparison.to_rich())
         console.print(_summary_table(result.summary))
         if out is not None:
-            result.comparison.write_report(out, main="ensemble")
+            result.comparison.write_report(out, main="ensemble", title=ensemble_title(result.run))
     console.print(f"report: {out or result.report}")
 
 
@@ -569,12 +569,19 @@ def demo(
     ] = None,
 ) -> None:
     """Bundled real data → embedded store → quality reports → PVA trained walk-forward on
-    EURUSD 1h beside buy-and-hold → rule baselines on EURUSD and BTCUSD 1h → HTML reports."""
+    EURUSD 1h beside buy-and-hold → the ensemble of the five strategies on EURUSD 1h → rule
+    baselines on EURUSD and BTCUSD 1h → HTML reports."""
     from mlengine import datasets
     from mlengine.config import Settings, get_settings
     from mlengine.data.store import open_store
     from mlengine.data.validate import validate
-    from mlengine.pipeline import evaluate, train_strategy
+    from mlengine.pipeline import (
+        EnsembleConfig,
+        EnsemblePipeline,
+        ensemble_title,
+        evaluate,
+        train_strategy,
+    )
 
     settings = Settings(data_dir=data_dir) if data_dir else get_settings()
     url = f"duckdb:///{(settings.data_dir / 'mlengine.duckdb').as_posix()}"
@@ -607,6 +614,16 @@ def demo(
         console.print(f"live model: {trained.model_dir}")
         path = reports_dir / "demo_pva_EURUSD_1h.html"
         reports.append(trained.comparison.write_report(path, main="pva"))
+
+        console.rule("[bold]ensemble of the five strategies, walk-forward: EURUSD 1h")
+        combined = EnsemblePipeline(EnsembleConfig()).run(
+            store.read_bars("EURUSD", "1h"), store=store, save=runs_dir
+        )
+        console.print(combined.comparison.to_rich())
+        console.print(_summary_table(combined.summary))
+        path = reports_dir / "demo_ensemble_EURUSD_1h.html"
+        title = ensemble_title(combined.run)
+        reports.append(combined.comparison.write_report(path, main="ensemble", title=title))
 
         factories = _factories(BASELINES, {name: {} for name in BASELINES})
         for symbol in ("EURUSD", "BTCUSD"):

@@ -40,7 +40,7 @@ import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -49,6 +49,7 @@ from mlengine.data.schema import MLEngineError
 
 __all__ = [
     "EXECUTORS",
+    "Executor",
     "JobError",
     "ParallelError",
     "default_workers",
@@ -58,7 +59,8 @@ __all__ = [
 J = TypeVar("J")
 R = TypeVar("R")
 
-EXECUTORS = ("serial", "local")
+Executor = Literal["serial", "local"]
+EXECUTORS: tuple[str, ...] = get_args(Executor)
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",

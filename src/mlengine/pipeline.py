@@ -48,13 +48,14 @@ from mlengine.data.schema import check_bar_frame
 from mlengine.ensemble.calibration import calibration_metrics
 from mlengine.ensemble.gating import GateParams
 from mlengine.ensemble.metamodel import (
-    CALIBRATION_CHOICES,
+    Calibration,
     MetaResult,
     Stack,
     calibration_report,
     fit_predict,
     stack,
 )
+from mlengine.parallel import Executor
 from mlengine.strategies import registry
 from mlengine.strategies.base import Strategy, StrategyError, strategy_params
 
@@ -72,6 +73,7 @@ __all__ = [
     "TrainResult",
     "default_signal",
     "ensemble_summary",
+    "ensemble_title",
     "evaluate",
     "label_horizon",
     "models_root",
@@ -258,7 +260,7 @@ class EnsembleConfig(BaseModel):
     meta_embargo: int = Field(default=0, ge=0)
     horizon: int = Field(default=1, ge=1)
     gate: dict[str, Any] = Field(default_factory=dict)
-    calibration: str = "auto"
+    calibration: Calibration = "auto"
     calibration_share: float = Field(default=0.3, ge=0.0, lt=1.0)
     enter: float = Field(default=0.03, ge=0.0, lt=0.5)
     exit: float = Field(default=0.0, gt=-0.5, lt=0.5)
@@ -268,7 +270,7 @@ class EnsembleConfig(BaseModel):
     slippage_bps: float = Field(default=DEFAULT_COSTS.slippage_bps, ge=0.0)
     sizing: str | None = None
     validity: dict[str, Any] = Field(default_factory=dict)
-    executor: str = "local"
+    executor: Executor = "local"
     workers: int | None = Field(default=None, ge=1)
     seed: int = 0
 
@@ -291,22 +293,6 @@ class EnsembleConfig(BaseModel):
     @classmethod
     def _validity(cls, value: dict[str, Any]) -> dict[str, Any]:
         ValidityConfig(**value)
-        return value
-
-    @field_validator("calibration")
-    @classmethod
-    def _calibration(cls, value: str) -> str:
-        if value not in CALIBRATION_CHOICES:
-            raise ValueError(f"{value!r} is not one of {CALIBRATION_CHOICES}")
-        return value
-
-    @field_validator("executor")
-    @classmethod
-    def _executor(cls, value: str) -> str:
-        from mlengine.parallel import EXECUTORS
-
-        if value not in EXECUTORS:
-            raise ValueError(f"{value!r} is not one of {EXECUTORS}")
         return value
 
     def signal(self) -> HysteresisSignal:
@@ -441,8 +427,13 @@ class EnsemblePipeline:
             report = result.write_report(
                 runs_root(root) / f"ensemble_{first.symbol}_{first.timeframe}.html",
                 main="ensemble",
+                title=ensemble_title(first),
             )
         return EnsembleResult(result, data, meta, summary, report)
+
+
+def ensemble_title(run: WalkForwardRun) -> str:
+    return f"Ensemble of {len(run.params['strategies'])} strategies on {run.symbol} {run.timeframe}"
 
 
 def _candidates(

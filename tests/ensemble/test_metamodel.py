@@ -640,3 +640,7 @@ def test_fit_predict_too_few_calibration_rows(stacked: Stack) -> None:
         MetamodelError, match=r"meta fold 0: \d+ calibration rows with classes \[1\.0\]"
     ):
         fit_predict(one_class, META, gate=FAST_GATE, progress=False)
+
+
+def test_the_calibration_choices_are_the_calibrators_plus_auto_and_none() -> None:
+    assert ("auto", *METHODS, "none") == CALIBRATION_CHOICES

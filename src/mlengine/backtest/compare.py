@@ -77,9 +77,9 @@ class Comparison:
             table.add_row(str(name), *(_cell(col, row[col]) for col in _TERMINAL))
         return table
 
-    def write_report(self, path: Path, main: str | None = None) -> Path:
+    def write_report(self, path: Path, main: str | None = None, title: str | None = None) -> Path:
         """One HTML report: ``main``'s run (default the first) plus the comparison table
-        and the equity curves of all."""
+        and the equity curves of all; ``title`` defaults to "Comparison on SYMBOL TF"."""
         from mlengine.backtest.runs import to_record, write_run_report
 
         key = main if main is not None else next(iter(self.runs))
@@ -88,7 +88,7 @@ class Comparison:
         return write_run_report(
             to_record(self.runs[key]),
             Path(path),
-            title=f"Comparison on {self.runs[key].symbol} {self.runs[key].timeframe}",
+            title=title or f"Comparison on {self.runs[key].symbol} {self.runs[key].timeframe}",
             comparison=self.table.reset_index(),
             comparison_equity={name: self.equity[name] for name in self.equity.columns},
         )

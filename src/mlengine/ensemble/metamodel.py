@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,6 @@ from mlengine.backtest.walkforward import Predicted
 from mlengine.data.loader import SplitError, WalkForwardSplit
 from mlengine.data.schema import MLEngineError
 from mlengine.ensemble.calibration import (
-    METHODS,
     CalibrationError,
     Calibrator,
     calibration_metrics,
@@ -49,6 +48,7 @@ from mlengine.ensemble.gating import Gate, GateError, GateParams
 __all__ = [
     "CALIBRATION_CHOICES",
     "CONTEXT_WINDOW",
+    "Calibration",
     "MetaFold",
     "MetaResult",
     "MetamodelError",
@@ -63,7 +63,8 @@ __all__ = [
 #: Bars of the rolling windows of the context features.
 CONTEXT_WINDOW = 24
 #: ``calibration`` settings: a method, ``"auto"`` (lowest out-of-sample log-loss) or ``"none"``.
-CALIBRATION_CHOICES: tuple[str, ...] = ("auto", *METHODS, "none")
+Calibration = Literal["auto", "isotonic", "platt", "temperature", "none"]
+CALIBRATION_CHOICES: tuple[str, ...] = get_args(Calibration)
 _CLIP = 1e-6
 _CANDIDATES = ("ensemble", "equal_weight", "logistic_stack")
 
