@@ -31,6 +31,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sklearn.linear_model import LogisticRegression
 
@@ -312,7 +313,8 @@ def fit_predict(
     }
     raws, weights, metas, calibrators = [], [], [], []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), disable=not progress) as bar:
+    console = Console(stderr=True)
+    with Progress(*columns, TimeElapsedColumn(), console=console, disable=not progress) as bar:
         task = bar.add_task("metamodel walk-forward", total=len(folds))
         for fold in folds:
             train = fold.train[known[fold.train]]
