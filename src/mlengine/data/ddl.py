@@ -120,6 +120,11 @@ llm_signals = Table(
     Column("valid", Boolean, nullable=False),
     Column("error", Text),
     _created_at(),
+    Column("prompt_version", Text),
+    Column("validation_errors", JSON_VALUE),
+    Column("fallback_chain", JSON_VALUE),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
     PrimaryKeyConstraint("id"),
     schema="ml",
 )
@@ -162,9 +167,22 @@ trials = Table(
 
 TABLES: dict[str, Table] = {t.fullname: t for t in metadata.sorted_tables}
 
+#: Columns added to a table after stores were first created with it: an existing store
+#: gets them on open (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, nullable, no default).
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "ml.llm_signals": (
+        "prompt_version",
+        "validation_errors",
+        "fallback_chain",
+        "prompt_tokens",
+        "completion_tokens",
+    ),
+}
+
 
 def create_statements() -> list[str]:
-    """Idempotent DDL (``IF NOT EXISTS``) for every schema, sequence and table, in order."""
+    """Idempotent DDL (``IF NOT EXISTS``) for every schema, sequence and table, in order,
+    then the upgrade of tables created before a column was added (:data:`ADDED_COLUMNS`)."""
     dialect = postgresql.dialect()
     stmts = [CreateSchema(name, if_not_exists=True) for name in SCHEMAS]
     out = [str(s.compile(dialect=dialect)) for s in stmts]
@@ -172,6 +190,11 @@ def create_statements() -> list[str]:
         out.append(str(CreateSequence(seq, if_not_exists=True).compile(dialect=dialect)))
     for table in metadata.sorted_tables:
         out.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip())
+    for name, columns in ADDED_COLUMNS.items():
+        meta = TABLES[name]
+        for col in columns:
+            kind = meta.columns[col].type.compile(dialect=dialect)
+            out.append(f"ALTER TABLE {meta.fullname} ADD COLUMN IF NOT EXISTS {col} {kind}")
     return out
 
 
