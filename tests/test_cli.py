@@ -167,3 +167,26 @@ def test_report_of_unknown_run_is_a_clear_error() -> None:
     code, _, err = _run("report", "no-such-run")
     assert code == 2
     assert "no-such-run" in err
+
+
+def test_signal_decides_logs_and_reuses_the_live_model(tmp_path: Path) -> None:
+    from mlengine.data.store import open_store
+    from mlengine.llm.signal_log import read_decisions
+
+    db = f"duckdb:///{(tmp_path / 'store.duckdb').as_posix()}"
+    args = ("signal", "--symbol", "EURUSD", "--timeframe", "1h", "--strategy", "msa",
+            "--providers", "rules", "--db", db)  # fmt: skip
+    code, out, err = _run(*args)
+    assert code == 0, out + err
+    assert "fitting it on" in out and "rules" in out
+    code, out, err = _run(*args)
+    assert code == 0, out + err
+    assert "fitting it on" not in out, "the saved live model is reused"
+    with open_store(db) as store:
+        logged = read_decisions(store, symbol="EURUSD", timeframe="1h")
+    assert len(logged) == 2 and logged["valid"].all()
+    assert set(logged["provider"]) == {"rules"}
+    assert logged["ts"].nunique() == 1, "both decided on the last stored bar"
+    code, _, err = _run("signal", "--symbol", "EURUSD", "--timeframe", "1h",
+                        "--providers", "rules,oracle", "--db", db)  # fmt: skip
+    assert code == 2 and "unknown provider 'oracle'" in err

@@ -201,3 +201,21 @@ def test_calibrated_confidence_sizes_the_positions(eurusd: pd.DataFrame) -> None
     expected = np.clip(0.5 * (2.0 * edge - 1.0), 0.0, 1.0)
     np.testing.assert_allclose(np.abs(decided[held]), expected, atol=1e-9)
     assert decided[held].abs().max() < 1.0
+
+
+def test_llm_decisions_at_the_entries_are_ablated(eurusd: pd.DataFrame, duckdb_url: str) -> None:
+    bars = eurusd.iloc[:4000]
+    config = _config(meta_min_train=500, strategies={"msa": {}, "tsmom": {}}, llm="rules")
+    with open_store(duckdb_url) as store:
+        out = EnsemblePipeline(config).run(bars, store=store, save=False, progress=False)
+        logged = store.read_table("ml.llm_signals")
+    assert out.decisions is not None and len(out.decisions) == len(logged) > 0
+    assert out.decisions["valid"].all() and set(out.decisions["provider"]) == {"rules"}
+    table = out.run.explanations["llm_ablation"]
+    assert list(table["name"]) == ["ensemble", "ensemble + llm"]
+    # the ensemble-alone row is the ensemble's own backtest on the same bars
+    assert table["sharpe"].iloc[0] == pytest.approx(out.run.metrics.sharpe)
+    outcomes = out.run.explanations["llm_outcomes"]
+    assert outcomes["n"].sum() == len(logged)
+    with pytest.raises(ValidationError, match="unknown provider 'oracle'"):
+        _config(llm="rules,oracle")

@@ -494,6 +494,10 @@ def ensemble(
     entropy: Annotated[
         float | None, typer.Option(help="Coefficient of the gate's entropy regulariser.")
     ] = None,
+    llm: Annotated[
+        str | None,
+        typer.Option(help="Provider chain asked at the ensemble's entries, e.g. local,rules."),
+    ] = None,
     executor: Annotated[str | None, typer.Option(help="serial or local (processes).")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: cores).")] = None,
     seed: Annotated[int | None, typer.Option(help="Base seed.")] = None,
@@ -510,7 +514,13 @@ def ensemble(
             config,
             strategy,
             param or [],
-            {"calibration": calibration, "executor": executor, "workers": workers, "seed": seed},
+            {
+                "calibration": calibration,
+                "llm": llm,
+                "executor": executor,
+                "workers": workers,
+                "seed": seed,
+            },
             entropy,
         )
         with _store(db) as store:
@@ -540,6 +550,75 @@ def _summary_table(summary: Any) -> Table:
             cells.append("n/a" if x != x else (f"{x:.1%}" if pct else f"{x:.3g}"))
         table.add_row(str(name), *cells)
     return table
+
+
+def _live_predictions(
+    bars: Any, strategies: list[str], models_dir: Path, seed: int
+) -> dict[str, Any]:
+    """Each strategy's predictions on ``bars`` from its saved live model, fitting and saving
+    the model first when there is none (said on the console)."""
+    from mlengine.strategies import registry
+
+    out = {}
+    for name in strategies:
+        path = models_dir / name
+        if (path / "manifest.json").exists():
+            model = registry.get(name).load(path)
+        else:
+            console.print(
+                f"no live {name} model in {path}: fitting it on {len(bars):,} bars",
+                soft_wrap=True,  # a long path must not break the line
+            )
+            with err_console.status(f"fitting {name}"):
+                model = registry.create(name, seed=seed).fit(bars)
+            model.save(path)
+        out[name] = model.predict_proba(bars)
+    return out
+
+
+@app.command()
+def signal(
+    symbol: Annotated[str, typer.Option(help="Symbol (stored, or a bundled sample).")],
+    timeframe: Annotated[str, typer.Option(help="Timeframe, e.g. 1h.")],
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option(help="Strategies whose live models inform the decision (default: msa, mrd)."),
+    ] = None,
+    providers: Annotated[
+        str, typer.Option(help="Provider chain, e.g. local,rules or ollama,anthropic,rules.")
+    ] = "local,rules",
+    seed: SeedOption = 0,
+    db: DbOption = None,
+) -> None:
+    """The latest decision for one asset: live models' predictions at the last bar → prompt →
+    providers in turn → strict parse and risk checks → ``ml.llm_signals``."""
+    from mlengine.llm.decision import DecisionMaker, make_chain
+    from mlengine.llm.formatter import build_context
+    from mlengine.llm.signal_log import log_decision
+    from mlengine.pipeline import models_root
+
+    chosen = list(dict.fromkeys(strategy or ["msa", "mrd"]))
+    with _errors(), _store(db) as store:
+        maker = DecisionMaker(make_chain(providers))
+        bars = _bars_for(None, symbol, timeframe, store)
+        models = models_root() / f"{bars.attrs['symbol']}_{bars.attrs['timeframe']}"
+        predictions = _live_predictions(bars, chosen, models, seed)
+        context = build_context(bars, strategies=predictions)
+        record = maker.decide(context)
+        log_decision(store, record.to_log())
+    table = Table(title=f"Decision for {symbol} {timeframe} at {context.ts.isoformat()}")
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    d = record.decision
+    rows = [("valid", "yes" if record.valid else "no"), ("provider", record.provider)]
+    if d is not None:
+        rows += [(k, str(v)) for k, v in d.model_dump().items()]
+    chain = ", ".join(f"{s.provider}: {s.outcome}" for s in record.chain)
+    rows += [("chain", chain), ("latency", f"{record.latency_ms:.0f} ms")]
+    rows += [("rejected", e) for e in record.validation_errors]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
 
 
 def _reports_dir() -> Path:

@@ -245,7 +245,9 @@ class EnsembleConfig(BaseModel):
 
     ``horizon`` is the ensemble's label: the direction over that many bars (1: the next bar,
     which the bar-by-bar backtest trades); the level-1 purge is the longest label horizon of
-    the strategies, the meta purge this one."""
+    the strategies, the meta purge this one. ``llm``: a provider chain (``"local,rules"``)
+    asked for a decision at each of the ensemble's entries, for the ablation ensemble alone
+    vs ensemble + decisions (:mod:`mlengine.llm.replay`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -270,6 +272,7 @@ class EnsembleConfig(BaseModel):
     slippage_bps: float = Field(default=DEFAULT_COSTS.slippage_bps, ge=0.0)
     sizing: str | None = None
     validity: dict[str, Any] = Field(default_factory=dict)
+    llm: str | None = None
     executor: Executor = "local"
     workers: int | None = Field(default=None, ge=1)
     seed: int = 0
@@ -287,6 +290,19 @@ class EnsembleConfig(BaseModel):
     @classmethod
     def _gate(cls, value: dict[str, Any]) -> dict[str, Any]:
         GateParams(**value)
+        return value
+
+    @field_validator("llm")
+    @classmethod
+    def _llm(cls, value: str | None) -> str | None:
+        if value is not None:
+            from mlengine.llm.decision import parse_chain
+            from mlengine.llm.schema import LLMError
+
+            try:
+                parse_chain(value)
+            except LLMError as err:
+                raise ValueError(str(err)) from None
         return value
 
     @field_validator("validity")
@@ -317,6 +333,7 @@ class EnsembleResult:
     meta: MetaResult
     summary: pd.DataFrame
     report: Path | None = None
+    decisions: pd.DataFrame | None = None
 
     @property
     def run(self) -> WalkForwardRun:
@@ -376,6 +393,9 @@ class EnsemblePipeline:
             progress=progress,
         )
         candidates = _candidates(predicted, meta, data)
+        decisions = None
+        if cfg.llm is not None:
+            decisions = _llm_ablation(cfg, bars, predicted, candidates["ensemble"], store, progress)
         positions = bars.index.get_indexer(meta.index)
         meta_folds = tuple(
             Fold(
@@ -429,7 +449,49 @@ class EnsemblePipeline:
                 main="ensemble",
                 title=ensemble_title(first),
             )
-        return EnsembleResult(result, data, meta, summary, report)
+        return EnsembleResult(result, data, meta, summary, report, decisions)
+
+
+def _llm_ablation(
+    cfg: EnsembleConfig,
+    bars: pd.DataFrame,
+    predicted: Mapping[str, Predicted],
+    ensemble: Predicted,
+    store: Store | None,
+    progress: bool,
+) -> pd.DataFrame:
+    """Decisions of ``cfg.llm`` at the ensemble's entries (logged), replayed beside the
+    ensemble's own signal; the tables join the ensemble's explanations."""
+    from mlengine.llm.decision import DecisionMaker, make_chain
+    from mlengine.llm.replay import ablation, decide_entries
+
+    assert cfg.llm is not None
+    records = decide_entries(
+        DecisionMaker(make_chain(cfg.llm)),
+        bars,
+        strategies={name: p.predictions for name, p in predicted.items()},
+        ensemble=ensemble.predictions,
+        to_signal=cfg.signal(),
+        store=store,
+        progress=progress,
+    )
+    decisions = pd.DataFrame([r.to_log() for r in records])
+    results = ablation(
+        bars, ensemble.predictions, decisions, to_signal=cfg.signal(), costs=cfg.costs()
+    )
+    rows = []
+    for name, res in results.items():
+        m = res.metrics
+        keys = ("total_return", "sharpe", "max_drawdown", "n_trades", "win_rate")
+        rows.append({"name": name, **{k: getattr(m, k) for k in keys}})
+    steps = pd.DataFrame(
+        [s.to_dict() for r in records for s in r.chain] or None,
+        columns=["provider", "outcome", "reason", "attempts"],
+    )
+    outcomes = steps.groupby(["provider", "outcome"]).size().rename("n").reset_index()
+    ensemble.explanations["llm_ablation"] = pd.DataFrame(rows)
+    ensemble.explanations["llm_outcomes"] = outcomes
+    return decisions
 
 
 def ensemble_title(run: WalkForwardRun) -> str:
