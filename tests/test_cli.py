@@ -85,12 +85,23 @@ def test_unknown_timeframe_is_a_clear_error(duckdb_url: str) -> None:
     assert "unknown timeframe '7x'" in err
 
 
+@pytest.mark.llm
 def test_demo_imports_all_bundled_sets(tmp_path: Path) -> None:
+    from mlengine.data.store import open_store
+    from mlengine.llm.signal_log import read_decisions
+
     code, out, _ = _run("demo", "--data-dir", str(tmp_path))
     assert code == 0, out
     assert (tmp_path / "mlengine.duckdb").exists()
     for name in datasets.names():
         assert name in out
+    assert (tmp_path / "reports" / "demo_ensemble_EURUSD_1h.html").exists()
+    # one real decision of the local model (or, when it fails the checks, of the rules)
+    with open_store(f"duckdb:///{(tmp_path / 'mlengine.duckdb').as_posix()}") as store:
+        logged = read_decisions(store, symbol="EURUSD", timeframe="1h")
+    assert len(logged) == 1 and bool(logged["valid"].iloc[0])
+    assert logged["fallback_chain"].iloc[0][0]["provider"] == "local"
+    assert logged["prompt_version"].iloc[0] and "decision on the last bar" in out
 
 
 def test_backtest_compares_baselines_and_report_rebuilds(tmp_path: Path) -> None:

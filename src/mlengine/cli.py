@@ -606,7 +606,34 @@ def signal(
         context = build_context(bars, strategies=predictions)
         record = maker.decide(context)
         log_decision(store, record.to_log())
-    table = Table(title=f"Decision for {symbol} {timeframe} at {context.ts.isoformat()}")
+    console.print(_decision_table(record))
+
+
+def _last_bar_decision(result: Any, bars: Any, store: Any) -> Any:
+    """The ensemble's last out-of-sample bar put to the local model (then the rules), with
+    every strategy's out-of-fold prediction, the calibrated ensemble and its gate weights;
+    logged in ``ml.llm_signals``."""
+    from mlengine.llm.decision import DecisionMaker, make_chain
+    from mlengine.llm.formatter import build_context
+    from mlengine.llm.signal_log import log_decision
+
+    ensemble = result.run.predictions
+    strategies = {
+        name: run.predictions
+        for name, run in result.comparison.runs.items()
+        if name not in ("ensemble", "equal_weight", "logistic_stack")
+    }
+    with err_console.status("asking the local model"):
+        context = build_context(bars, strategies=strategies, ensemble=ensemble)
+        record = DecisionMaker(make_chain("local,rules")).decide(context)
+    log_decision(store, record.to_log())
+    return record
+
+
+def _decision_table(record: Any) -> Table:
+    context = record.context
+    title = f"Decision for {context.symbol} {context.timeframe} at {context.ts.isoformat()}"
+    table = Table(title=title)
     table.add_column("field")
     table.add_column("value", overflow="fold")
     d = record.decision
@@ -618,7 +645,7 @@ def signal(
     rows += [("rejected", e) for e in record.validation_errors]
     for key, value in rows:
         table.add_row(key, value)
-    console.print(table)
+    return table
 
 
 def _reports_dir() -> Path:
@@ -695,14 +722,17 @@ def demo(
         reports.append(trained.comparison.write_report(path, main="pva"))
 
         console.rule("[bold]ensemble of the five strategies, walk-forward: EURUSD 1h")
-        combined = EnsemblePipeline(EnsembleConfig()).run(
-            store.read_bars("EURUSD", "1h"), store=store, save=runs_dir
-        )
+        eurusd = store.read_bars("EURUSD", "1h")
+        combined = EnsemblePipeline(EnsembleConfig()).run(eurusd, store=store, save=runs_dir)
         console.print(combined.comparison.to_rich())
         console.print(_summary_table(combined.summary))
         path = reports_dir / "demo_ensemble_EURUSD_1h.html"
         title = ensemble_title(combined.run)
         reports.append(combined.comparison.write_report(path, main="ensemble", title=title))
+
+        console.rule("[bold]decision on the last bar: the local LLM, then the rules")
+        record = _last_bar_decision(combined, eurusd, store)
+        console.print(_decision_table(record))
 
         factories = _factories(BASELINES, {name: {} for name in BASELINES})
         for symbol in ("EURUSD", "BTCUSD"):
