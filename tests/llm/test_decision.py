@@ -218,3 +218,26 @@ def test_providers_must_follow_the_interface() -> None:
     not_a_provider: Callable[[], None] = lambda: None  # noqa: E731
     with pytest.raises(LLMError, match="is not a provider"):
         DecisionMaker([not_a_provider])  # type: ignore[list-item]
+
+
+def test_no_hostile_reply_becomes_a_logged_decision(
+    context: DecisionContext, duckdb_url: str
+) -> None:
+    from tests.llm.test_parser import HOSTILE
+
+    replies = [reply for _, reply, _ in HOSTILE if isinstance(reply, str)]
+    replies.append("x" * 1_000_000)
+    assert len(replies) >= 20
+    maker = _maker(Scripted("model", *replies), retries=0, breaker_failures=10**6)
+    with open_store(duckdb_url) as store:
+        for _ in replies:
+            record = maker.decide(context)
+            assert not record.valid and record.decision is None
+            log_decision(store, record.to_log())
+        logged = read_decisions(store)
+    assert len(logged) == len(replies)
+    assert not logged["valid"].any() and set(logged["action"]) == {"NONE"}
+    assert logged["entry"].isna().all() and logged["stop_loss"].isna().all()
+    # the rejected reply is kept for diagnosis, capped
+    assert logged["raw_reply"].str.len().max() <= 4100
+    assert (logged["provider"] == "none").all() and logged["error"].str.startswith("model: ").all()

@@ -131,7 +131,7 @@ def test_local_provider_answers_in_the_schema_and_repeats_itself(
 def test_local_provider_reports_a_prompt_beyond_its_context(context: DecisionContext) -> None:
     local = LocalProvider(max_tokens=200, threads=1)
     with pytest.raises(ProviderError, match=r"local: .*\.gguf failed: .*context size"):
-        local.complete(_prompt(user="price " * 3000), context)
+        local.complete(_prompt(user="price " * 6000), context)
 
 
 def test_local_provider_loads_nothing_before_the_first_request() -> None:

@@ -107,7 +107,8 @@ class Step:
 class DecisionRecord:
     """The result of one decision: the accepted :class:`Decision` (None when every provider
     failed), who gave it, the prompt, the accepted reply, the validation errors met on the
-    way and the chain of steps."""
+    way, the chain of steps and the last reply received (the accepted one, or the last
+    rejected one, logged for diagnosis)."""
 
     context: DecisionContext
     prompt: Prompt
@@ -116,6 +117,7 @@ class DecisionRecord:
     chain: tuple[Step, ...]
     validation_errors: tuple[str, ...] = field(default_factory=tuple)
     latency_ms: float = 0.0
+    last_reply: Reply | None = None
 
     @property
     def valid(self) -> bool:
@@ -132,7 +134,7 @@ class DecisionRecord:
     def to_log(self) -> dict[str, Any]:
         """The row of ``ml.llm_signals`` (see :mod:`mlengine.llm.signal_log`)."""
         d = self.decision
-        reply = self.reply
+        reply = self.reply or self.last_reply
         last = self.chain[-1] if self.chain else None
         return {
             "symbol": self.context.symbol,
@@ -212,6 +214,7 @@ class DecisionMaker:
         prompt = build_prompt(context)
         steps: list[Step] = []
         problems: list[str] = []
+        last: Reply | None = None
         for provider in self.providers:
             breaker = self.breakers[provider.name]
             if not breaker.allow():
@@ -222,6 +225,7 @@ class DecisionMaker:
                 breaker.failure()
                 steps.append(Step(provider.name, "unavailable", error, attempts))
                 continue
+            last = reply
             try:
                 decision = parse_reply(reply.text)
             except ReplyError as err:
@@ -238,11 +242,11 @@ class DecisionMaker:
             steps.append(Step(provider.name, "ok", "", attempts))
             return DecisionRecord(
                 context, prompt, decision, reply, tuple(steps), tuple(problems),
-                (self._clock() - start) * 1000.0,
+                (self._clock() - start) * 1000.0, reply,
             )  # fmt: skip
         return DecisionRecord(
             context, prompt, None, None, tuple(steps), tuple(problems),
-            (self._clock() - start) * 1000.0,
+            (self._clock() - start) * 1000.0, last,
         )  # fmt: skip
 
 

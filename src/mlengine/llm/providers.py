@@ -187,7 +187,7 @@ class LocalProvider:
     def __init__(
         self,
         model_path: Path | None = None,
-        n_ctx: int = 2048,
+        n_ctx: int = 4096,
         max_tokens: int = 256,
         temperature: float = 0.0,
         seed: int = 0,
