@@ -381,6 +381,16 @@ class _HTTPProvider:
                 f"(top-level keys: {keys})"
             ) from None
 
+    def _reply(self, text: str, latency_ms: float, prompt: object, completion: object) -> Reply:
+        return Reply(
+            text=text,
+            provider=self.name,
+            model=self.model,
+            latency_ms=latency_ms,
+            prompt_tokens=_count(prompt),
+            completion_tokens=_count(completion),
+        )
+
     def _text(self, url: str, text: object, what: str) -> str:
         if not isinstance(text, str):
             raise ProviderError(
@@ -444,13 +454,8 @@ class OpenAIProvider(_HTTPProvider):
         text = self._text(url, content, "choices[0].message.content")
         usage = data.get("usage")
         usage = usage if isinstance(usage, dict) else {}
-        return Reply(
-            text=text,
-            provider=self.name,
-            model=self.model,
-            latency_ms=latency_ms,
-            prompt_tokens=_count(usage.get("prompt_tokens")),
-            completion_tokens=_count(usage.get("completion_tokens")),
+        return self._reply(
+            text, latency_ms, usage.get("prompt_tokens"), usage.get("completion_tokens")
         )
 
 
@@ -493,14 +498,7 @@ class OllamaProvider(_HTTPProvider):
             raise ProviderError(f"{self.name}: POST {_safe_url(url)}: error: {error}")
         content = self._field(url, data, "message", "content")
         text = self._text(url, content, "message.content")
-        return Reply(
-            text=text,
-            provider=self.name,
-            model=self.model,
-            latency_ms=latency_ms,
-            prompt_tokens=_count(data.get("prompt_eval_count")),
-            completion_tokens=_count(data.get("eval_count")),
-        )
+        return self._reply(text, latency_ms, data.get("prompt_eval_count"), data.get("eval_count"))
 
 
 class AnthropicProvider(_HTTPProvider):
@@ -567,11 +565,4 @@ class AnthropicProvider(_HTTPProvider):
         text = self._text(url, "".join(parts), "the text of content[]")
         usage = data.get("usage")
         usage = usage if isinstance(usage, dict) else {}
-        return Reply(
-            text=text,
-            provider=self.name,
-            model=self.model,
-            latency_ms=latency_ms,
-            prompt_tokens=_count(usage.get("input_tokens")),
-            completion_tokens=_count(usage.get("output_tokens")),
-        )
+        return self._reply(text, latency_ms, usage.get("input_tokens"), usage.get("output_tokens"))
