@@ -174,9 +174,10 @@ def test_cli_runs_the_ensemble_and_rejects_a_bad_config(tmp_path: Path) -> None:
     )
     out = tmp_path / "report.html"
     args = ["ensemble", "--dataset", "eurusd_1h", "--config", str(config)]
-    done = runner.invoke(app, [*args, "--executor", "serial", "--out", str(out)])
+    done = runner.invoke(app, [*args, "--executor", "serial", "--out", str(out), "--llm", "rules"])
     assert done.exit_code == 0, done.output
     assert "Ensemble summary" in done.output and "logistic_stack" in done.output
+    assert "ensemble + llm" in done.output and "LLM provider outcomes" in done.output
     assert out.exists()
 
     config.write_text("strategies: {msa: {}, tsmom: {}}\nmeta_min_trian: 500\n")

@@ -528,9 +528,22 @@ def ensemble(
             result = EnsemblePipeline(cfg).run(bars, store=store, save=True)
         console.print(result.comparison.to_rich())
         console.print(_summary_table(result.summary))
+        explained = result.run.explanations
+        if "llm_ablation" in explained:
+            console.print(_plain_table(explained["llm_ablation"], "Ensemble vs ensemble + LLM"))
+            console.print(_plain_table(explained["llm_outcomes"], "LLM provider outcomes"))
         if out is not None:
             result.comparison.write_report(out, main="ensemble", title=ensemble_title(result.run))
     console.print(f"report: {out or result.report}")
+
+
+def _plain_table(frame: Any, title: str) -> Table:
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col), justify="left" if frame[col].dtype == object else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    return table
 
 
 def _summary_table(summary: Any) -> Table:

@@ -142,7 +142,14 @@ def fitted(eurusd: pd.DataFrame) -> MSA:
 def test_predictions_and_diagnostics(fitted: MSA, eurusd: pd.DataFrame) -> None:
     pred = fitted.predict_proba(eurusd)
     diagnostics = ["trend_state", "after_bos", "after_choch", "near_fvg", "near_ob"]
-    assert list(pred.columns) == ["p_up", *diagnostics]
+    levels = ["fvg_below_atr", "fvg_above_atr", "ob_below_atr", "ob_above_atr"]
+    assert list(pred.columns) == ["p_up", *diagnostics, *levels]
+    for col in levels:
+        assert pred[col].dropna().between(0.0, 10.0).all(), col
+    # near_fvg says a gap is within near_atr: the nearer of the two levels
+    nearer = pred[["fvg_below_atr", "fvg_above_atr"]].min(axis=1).dropna()
+    near = pred["near_fvg"].loc[nearer.index] == 1.0
+    assert (near == (nearer <= fitted.params.near_atr)).all()
     # return_zscore(100) warms up the longest
     assert pred.iloc[:100]["p_up"].isna().all()
     assert pred.iloc[100:].notna().all().all()

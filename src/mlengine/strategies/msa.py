@@ -13,7 +13,10 @@ features, predicting the direction of the close over ``horizon`` bars.
   threads;
 * outputs: ``p_up`` and the diagnostics ``trend_state`` (+1 / -1 / 0), ``after_bos``,
   ``after_choch`` (1 within ``recent`` bars of one), ``near_fvg``, ``near_ob`` (1 within
-  ``near_atr`` ATRs of an open gap / unmitigated block), NaN in the warm-up;
+  ``near_atr`` ATRs of an open gap / unmitigated block), and the nearest levels: the
+  distance in ATRs from the close down to the nearest open bullish gap (``fvg_below_atr``)
+  or unmitigated bullish block (``ob_below_atr``) and up to the nearest bearish one
+  (``fvg_above_atr``, ``ob_above_atr``), 0 inside one, capped at 10; NaN in the warm-up;
 * summary (:meth:`MSA.summarize`): ``structure_metrics``, the accuracy of the sign of
   ``p_up - 0.5`` by prediction type; ``structure_events`` and ``swings``, the last
   :data:`MAX_EVENTS` events and :data:`MAX_SWINGS` swings detected on the out-of-sample
@@ -132,6 +135,10 @@ class MSA:
             "after_choch": (col["ms_since_choch"] < p.recent).astype(np.float64),
             "near_fvg": near_fvg.astype(np.float64),
             "near_ob": near_ob.astype(np.float64),
+            "fvg_below_atr": col["fvg_bull_dist"].copy(),
+            "fvg_above_atr": col["fvg_bear_dist"].copy(),
+            "ob_below_atr": col["ob_bull_dist"].copy(),
+            "ob_above_atr": col["ob_bear_dist"].copy(),
         }
         warm = np.isnan(col["ms_trend"])
         for v in out.values():
