@@ -1088,3 +1088,13 @@ def test_bad_input_is_rejected_with_the_reason(key: str, change: Any, message: s
     kwargs[key] = change(kwargs)
     with pytest.raises(ReportError, match=message):
         render_report(**kwargs)
+
+
+def test_table_headings_are_sentence_case_with_acronyms_in_capitals() -> None:
+    assert report._heading("llm_ablation") == "LLM ablation"
+    assert report._heading("regime_stats") == "Regime stats"
+    assert report._heading("fvg_ob_summary") == "FVG OB summary"
+    inputs = report_inputs(full=False) | {
+        "explanations": {"llm_outcomes": pd.DataFrame({"n": [1]})}
+    }
+    assert "<h3>LLM outcomes</h3>" in render_report(**inputs)

@@ -674,6 +674,16 @@ def _calibration_html(page: _Page, frame: pd.DataFrame, metrics: pd.DataFrame | 
     return out
 
 
+#: Words written in capitals in headings made from explanation names.
+_ACRONYMS = frozenset({"llm", "atr", "ece", "dsr", "pbo", "fvg", "ob", "bos", "choch", "hmm"})
+
+
+def _heading(name: str) -> str:
+    """``"llm_ablation"`` → ``"LLM ablation"``: sentence case, acronyms in capitals."""
+    words = name.replace("_", " ").capitalize().split(" ")
+    return " ".join(w.upper() if w.lower() in _ACRONYMS else w for w in words)
+
+
 def _explanations_html(
     page: _Page,
     explanations: Mapping[str, pd.DataFrame],
@@ -712,9 +722,7 @@ def _explanations_html(
         elif name == "calibration_metrics" and "calibration" in explanations:
             continue  # drawn under the calibration diagram
         else:
-            parts.append(
-                f"<h3>{_esc(name.replace('_', ' ').capitalize())}</h3>" + _frame_table(frame)
-            )
+            parts.append(f"<h3>{_esc(_heading(name))}</h3>" + _frame_table(frame))
     return "".join(parts)
 
 
