@@ -661,6 +661,37 @@ def _decision_table(record: Any) -> Table:
     return table
 
 
+@app.command("run")
+def run_config(
+    config: Annotated[Path, typer.Argument(help="Run config, YAML (keys of RunConfig).")],
+    executor: Annotated[str | None, typer.Option(help="serial or local (processes).")] = None,
+    db: DbOption = None,
+) -> None:
+    """One run from a config file: for each asset, the ensemble pipeline (strategies
+    walk-forward, gate, calibration, backtest, verdicts, report) with the config's settings."""
+    from mlengine.pipeline import (
+        EnsembleConfig,
+        EnsemblePipeline,
+        asset_bars,
+        ensemble_title,
+        load_run_config,
+    )
+
+    with _errors():
+        cfg = load_run_config(config)
+        settings = cfg.ensemble
+        if executor is not None:
+            settings = EnsembleConfig(**(settings.model_dump() | {"executor": executor}))
+        with _store(db or cfg.store) as store:
+            for asset in cfg.assets:
+                console.rule(f"[bold]{cfg.name}: {asset.symbol} {asset.timeframe}")
+                _bars_for(None, asset.symbol, asset.timeframe, store)  # bundled sample if new
+                result = EnsemblePipeline(settings).run(asset_bars(store, asset), store=store)
+                console.print(result.comparison.to_rich())
+                console.print(_summary_table(result.summary))
+                console.print(f"{ensemble_title(result.run)}: report {result.report}")
+
+
 def _reports_dir() -> Path:
     from mlengine.config import get_settings
 

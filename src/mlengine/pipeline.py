@@ -44,7 +44,7 @@ from mlengine.backtest.walkforward import (
     score_predictions,
 )
 from mlengine.data.loader import Fold, WalkForwardSplit
-from mlengine.data.schema import check_bar_frame
+from mlengine.data.schema import MLEngineError, check_bar_frame
 from mlengine.ensemble.calibration import calibration_metrics
 from mlengine.ensemble.gating import GateParams
 from mlengine.ensemble.metamodel import (
@@ -66,16 +66,21 @@ __all__ = [
     "DEFAULT_MIN_TRAIN",
     "DEFAULT_TEST_SIZE",
     "ENSEMBLE_STRATEGIES",
+    "AssetSpec",
+    "ConfigFileError",
     "EnsembleConfig",
     "EnsemblePipeline",
     "EnsembleResult",
     "RegisteredFactory",
+    "RunConfig",
     "TrainResult",
+    "asset_bars",
     "default_signal",
     "ensemble_summary",
     "ensemble_title",
     "evaluate",
     "label_horizon",
+    "load_run_config",
     "models_root",
     "strategy_factory",
     "train_strategy",
@@ -572,3 +577,84 @@ def ensemble_summary(result: Comparison, meta: MetaResult, data: Stack) -> pd.Da
     table.insert(3, "ece_raw", math.nan)
     table.loc["ensemble", "ece_raw"] = calibration_metrics(raw, y.to_numpy()[known])["ece"]
     return table
+
+
+# --- one run from a config file -------------------------------------------------------------
+
+
+class AssetSpec(BaseModel):
+    """One asset of a run: a stored series (``symbol``, ``timeframe``), optionally cut to
+    ``[start, end]`` (bar open times, UTC)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str = Field(min_length=1)
+    timeframe: str = Field(min_length=1)
+    start: datetime | None = None
+    end: datetime | None = None
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, value: datetime | None, info: Any) -> datetime | None:
+        start = info.data.get("start")
+        if value is not None and start is not None and _utc(value) < _utc(start):
+            raise ValueError(f"end {value} is before start {start}")
+        return value
+
+
+class RunConfig(BaseModel):
+    """A run: a name, the assets, the ensemble settings (:class:`EnsembleConfig`) and the
+    store URL (None: ``MLENGINE_DB_URL`` or the embedded DuckDB file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    assets: list[AssetSpec] = Field(min_length=1)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    store: str | None = None
+
+
+class ConfigFileError(MLEngineError, ValueError):
+    """A run config file that cannot be read or does not validate; names the file and key."""
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """The :class:`RunConfig` in the YAML file ``path``; errors name the file and each bad
+    key by its dotted path (``ensemble.gate.entropy``)."""
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigFileError(f"{path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return RunConfig(**data)
+    except ValidationError as err:
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ConfigFileError(f"{path}: " + "; ".join(lines)) from None
+
+
+def _utc(value: datetime) -> pd.Timestamp:
+    """A time without a zone is UTC."""
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def asset_bars(store: Store, asset: AssetSpec) -> pd.DataFrame:
+    """The asset's stored bars within its date range."""
+    bars = store.read_bars(asset.symbol, asset.timeframe)
+    index = pd.DatetimeIndex(bars.index)
+    keep = np.ones(len(bars), dtype=bool)
+    if asset.start is not None:
+        keep &= index >= _utc(asset.start)
+    if asset.end is not None:
+        keep &= index <= _utc(asset.end)
+    out = bars[keep]
+    if out.empty:
+        raise ConfigFileError(
+            f"{asset.symbol} {asset.timeframe}: no stored bar between {asset.start} and {asset.end}"
+        )
+    return out
