@@ -201,3 +201,23 @@ def test_signal_decides_logs_and_reuses_the_live_model(tmp_path: Path) -> None:
     code, _, err = _run("signal", "--symbol", "EURUSD", "--timeframe", "1h",
                         "--providers", "rules,oracle", "--db", db)  # fmt: skip
     assert code == 2 and "unknown provider 'oracle'" in err
+
+
+def test_runs_list_and_show_read_the_stored_runs(tmp_path: Path) -> None:
+    db = f"duckdb:///{(tmp_path / 'store.duckdb').as_posix()}"
+    code, stdout, err = _run(
+        "backtest", "--dataset", "eurusd_1h", "--strategy", "sma_crossover", "--strategy",
+        "buy_and_hold", "--test-size", "30D", "--min-train", "720", "--db", db,
+    )  # fmt: skip
+    assert code == 0, stdout + err
+    run_ids = [line.split()[-1] for line in stdout.splitlines() if " run " in line]
+    code, listed, err = _run("runs", "list", "--db", db)
+    assert code == 0, err
+    assert all(run_id in listed for run_id in run_ids) and "sma" in listed
+    code, shown, err = _run("runs", "show", run_ids[0])
+    assert code == 0, err
+    assert run_ids[0] in shown and "Key metrics" in shown and "sharpe" in shown
+    assert "verdict: NOT EFFECTIVE" in shown or "verdict: EFFECTIVE" in shown
+    assert "report:" in shown and '"fast"' in shown
+    code, _, err = _run("runs", "show", "0" * 32)
+    assert code == 2 and "0" * 32 in err

@@ -25,6 +25,8 @@ data_app = typer.Typer(
     help="Import, inspect, validate, resample and migrate bars.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+runs_app = typer.Typer(help="Stored walk-forward runs: list and show.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # paths and messages never folded
@@ -690,6 +692,52 @@ def run_config(
                 console.print(result.comparison.to_rich())
                 console.print(_summary_table(result.summary))
                 console.print(f"{ensemble_title(result.run)}: report {result.report}")
+
+
+@runs_app.command("list")
+def runs_list(
+    limit: Annotated[int, typer.Option(help="Newest runs shown.")] = 20,
+    db: DbOption = None,
+) -> None:
+    """The runs in the store, newest first, with their headline numbers and verdicts."""
+    from mlengine.backtest.runs import list_runs
+
+    with _errors(), _store(db) as store:
+        rows = list_runs(store).head(limit)
+    table = Table(title=f"Runs (newest {len(rows)})")
+    shown = ("run_id", "name", "symbols", "timeframe", "sharpe", "max_drawdown", "effective")
+    table.add_column("run_id", no_wrap=True, min_width=32)  # whole: `runs show` takes it
+    for col in shown[1:]:
+        table.add_column(col, justify="right" if col in ("sharpe", "max_drawdown") else "left")
+    for row in rows.itertuples(index=False):
+        cells = [getattr(row, col) for col in shown]
+        table.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in cells))
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run_id: Annotated[str, typer.Argument(help="Run id (or run directory).")]) -> None:
+    """One saved run: its configuration, key metrics, verdict and report path."""
+    from mlengine.backtest.runs import load_run
+
+    with _errors():
+        record = load_run(run_id)
+    cfg = record.config
+    console.print(f"[bold]{cfg.get('name')}[/] ({record.run_id}): {cfg.get('strategy')} on "
+                  f"{cfg.get('symbol')} {cfg.get('timeframe')}", soft_wrap=True)  # fmt: skip
+    keys = ("total_return", "sharpe", "max_drawdown", "direction_accuracy", "n_trades")
+    table = Table(title="Key metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in keys:
+        value = record.metrics.get(key)
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    verdict = record.verdict
+    state = "EFFECTIVE" if verdict.get("effective") else "NOT EFFECTIVE"
+    console.print(f"verdict: {state} (score {verdict.get('score')})")
+    console.print(f"parameters: {json.dumps(cfg.get('params'), default=str)}", soft_wrap=True)
+    console.print(f"report: {record.report_path}", soft_wrap=True)
 
 
 def _reports_dir() -> Path:
