@@ -431,10 +431,6 @@ def backtest(
     console.print(f"report: {path}")
 
 
-class ConfigError(MLEngineError, ValueError):
-    """A settings file or option the run cannot use."""
-
-
 def _ensemble_config(
     config: Path | None,
     strategies: list[str] | None,
@@ -444,20 +440,9 @@ def _ensemble_config(
 ) -> Any:
     """An :class:`mlengine.pipeline.EnsembleConfig` from a YAML/JSON file (if given), then
     the options given on the command line."""
-    import yaml
-    from pydantic import ValidationError
+    from mlengine.pipeline import EnsembleConfig, read_settings, validated
 
-    from mlengine.pipeline import EnsembleConfig
-
-    base: dict[str, Any] = {}
-    if config is not None:
-        try:
-            loaded = yaml.safe_load(config.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"--config {config}: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--config {config}: expected a mapping of settings")
-        base = loaded
+    base = read_settings(config) if config is not None else {}
     if strategies:
         chosen = list(dict.fromkeys(strategies))
         base["strategies"] = {n: base.get("strategies", {}).get(n, {}) for n in chosen}
@@ -469,12 +454,8 @@ def _ensemble_config(
     base |= {k: v for k, v in overrides.items() if v is not None}
     if entropy is not None:
         base["gate"] = {**(base.get("gate") or {}), "entropy": entropy}
-    try:
-        return EnsembleConfig(**base)
-    except ValidationError as err:
-        where = f" in {config}" if config else ""
-        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(f"ensemble settings{where}: " + "; ".join(lines)) from None
+    where = f"ensemble settings in {config}" if config else "ensemble settings"
+    return validated(EnsembleConfig, base, where)
 
 
 @app.command()

@@ -22,7 +22,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -82,8 +82,10 @@ __all__ = [
     "label_horizon",
     "load_run_config",
     "models_root",
+    "read_settings",
     "strategy_factory",
     "train_strategy",
+    "validated",
 ]
 
 #: The walk-forward scheme of ``mlengine train`` / ``backtest`` unless told otherwise:
@@ -618,11 +620,13 @@ class ConfigFileError(MLEngineError, ValueError):
     """A run config file that cannot be read or does not validate; names the file and key."""
 
 
-def load_run_config(path: Path) -> RunConfig:
-    """The :class:`RunConfig` in the YAML file ``path``; errors name the file and each bad
-    key by its dotted path (``ensemble.gate.entropy``)."""
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def read_settings(path: Path) -> dict[str, Any]:
+    """The mapping of settings in the YAML file ``path`` (:class:`ConfigFileError` naming the
+    file when it cannot be read or is not a mapping)."""
     import yaml
-    from pydantic import ValidationError
 
     try:
         data = yaml.safe_load(Path(path).read_text())
@@ -630,11 +634,25 @@ def load_run_config(path: Path) -> RunConfig:
         raise ConfigFileError(f"{path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigFileError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data
+
+
+def validated(model: type[_Model], data: Mapping[str, Any], where: str) -> _Model:
+    """``model(**data)``; a :class:`ConfigFileError` starting with ``where`` names each bad
+    key by its dotted path (``ensemble.gate.entropy``)."""
+    from pydantic import ValidationError
+
     try:
-        return RunConfig(**data)
+        return model(**data)
     except ValidationError as err:
         lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
-        raise ConfigFileError(f"{path}: " + "; ".join(lines)) from None
+        raise ConfigFileError(f"{where}: " + "; ".join(lines)) from None
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """The :class:`RunConfig` in the YAML file ``path``; errors name the file and each bad
+    key by its dotted path."""
+    return validated(RunConfig, read_settings(path), str(path))
 
 
 def _utc(value: datetime) -> pd.Timestamp:

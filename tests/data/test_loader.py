@@ -364,3 +364,12 @@ def test_train_windows_never_reach_into_the_test_window() -> None:
         ds = WindowDataset(x, np.zeros(n), length, indices=train[train >= length - 1])
         last_seen = max(float(ds[k][0].max()) for k in range(len(ds)))
         assert last_seen <= test[0] - purge - 1
+
+
+def test_with_purge_raises_the_purge_only() -> None:
+    split = WalkForwardSplit(3, test_size="30D", min_train_size=50, purge=2, embargo=4)
+    assert split.with_purge(1) is split and split.with_purge(2) is split
+    raised = split.with_purge(12)
+    assert raised.purge == 12 and split.purge == 2
+    kept = ("n_splits", "test_size", "train_size", "min_train_size", "embargo", "step")
+    assert all(getattr(raised, k) == getattr(split, k) for k in kept)

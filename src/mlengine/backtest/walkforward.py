@@ -154,13 +154,6 @@ def _rule_config(rule: object) -> Any:
     return {"rule": getattr(rule, "__qualname__", type(rule).__name__)}
 
 
-def _with_purge(splitter: WalkForwardSplit, horizon: int) -> WalkForwardSplit:
-    if splitter.purge >= horizon:
-        return splitter
-    args = {p: getattr(splitter, p) for p in _SPLIT_PARAMS}
-    return WalkForwardSplit(**{**args, "purge": horizon, "step": splitter.step})
-
-
 def _make(factory: StrategyFactory, seed: int | None) -> Strategy:
     try:
         takes_seed = "seed" in inspect.signature(factory).parameters
@@ -474,7 +467,7 @@ def _walk_forward(
 ) -> dict[str, WalkForwardRun]:
     check_bar_frame(bars)
     _check_options(horizon, history, scoring.get("n_trials"))
-    split = _with_purge(splitter, horizon)
+    split = splitter.with_purge(horizon)
     folds = tuple(split.folds(bars))
     predicted = predict_folds(
         factories,

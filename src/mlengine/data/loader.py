@@ -231,6 +231,21 @@ class WalkForwardSplit:
         self.step = step
         self._validate()
 
+    def with_purge(self, purge: int) -> WalkForwardSplit:
+        """This split with its purge raised to ``purge`` bars (itself when already >=): the
+        label horizon of whatever is trained on it."""
+        if self.purge >= purge:
+            return self
+        return WalkForwardSplit(
+            self.n_splits,
+            test_size=self.test_size,
+            train_size=self.train_size,
+            min_train_size=self.min_train_size,
+            purge=purge,
+            embargo=self.embargo,
+            step=self.step,
+        )
+
     def _validate(self) -> None:
         if self.n_splits is not None:
             _count(self.n_splits, "n_splits", 1)

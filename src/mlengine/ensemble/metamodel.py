@@ -288,16 +288,8 @@ def fit_predict(
     if calibration != "none" and calibration_share == 0.0:
         raise MetamodelError("calibration needs rows of its own: calibration_share > 0")
     share = 0.0 if calibration == "none" else calibration_share
-    purge = max(splitter.purge, data.horizon)
-    split = WalkForwardSplit(
-        splitter.n_splits,
-        test_size=splitter.test_size,
-        train_size=splitter.train_size,
-        min_train_size=splitter.min_train_size,
-        purge=purge,
-        embargo=splitter.embargo,
-        step=splitter.step,
-    )
+    split = splitter.with_purge(data.horizon)
+    purge = split.purge
     try:
         folds = list(split.folds(data.bars))
     except SplitError as err:

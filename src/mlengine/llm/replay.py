@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mlengine.backtest.costs import CostModel
 from mlengine.backtest.engine import DEFAULT_COSTS, BacktestResult, run_backtest
 from mlengine.backtest.signals import SignalRule
+from mlengine.backtest.walkforward import backtest_predictions
 from mlengine.llm.decision import DecisionMaker, DecisionRecord
 from mlengine.llm.formatter import build_context
 from mlengine.llm.schema import LLMError
@@ -118,11 +119,7 @@ def ablation(
     (those ``ensemble`` covers) with the same costs: ``{"ensemble": ..., "ensemble + llm":
     ...}``. Of several logged decisions on one bar the last one counts."""
     oos = bars.loc[ensemble.index]
-    signals = pd.DataFrame(
-        {"position": to_signal(ensemble, oos), "p_up": ensemble["p_up"].fillna(0.5)},
-        index=oos.index,
-    )
-    alone = run_backtest(oos, signals, costs=costs, **backtest)
+    _, alone = backtest_predictions(ensemble, oos, to_signal=to_signal, costs=costs, **backtest)
     stamps = pd.to_datetime(decisions["ts"], utc=True)
     mine = decisions[stamps.isin(oos.index).to_numpy()]
     latest = mine.loc[~pd.to_datetime(mine["ts"], utc=True).duplicated(keep="last").to_numpy()]
