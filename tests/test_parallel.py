@@ -212,7 +212,7 @@ def test_unpicklable_job_is_named():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"executor": "ray"}, "unknown executor 'ray'; valid executors: serial, local"),
+        ({"executor": "dask"}, "unknown executor 'dask'; valid executors: serial, local, ray"),
         ({"workers": 0}, "workers must be an int >= 1, got 0"),
         ({"workers": 2.5}, "workers must be an int >= 1, got 2.5"),
         ({"workers": True}, "workers must be an int >= 1, got True"),

@@ -8,34 +8,49 @@ out. Executors (:data:`EXECUTORS`):
   functions that cannot be pickled (closures, lambdas).
 * ``"local"``: a :class:`concurrent.futures.ProcessPoolExecutor` on this machine. With one
   worker or one job it runs in-process like ``"serial"`` (no process start-up cost).
+* ``"ray"``: tasks on a Ray cluster (the optional ``ray`` extra, imported only when asked
+  for). ``address=None`` uses the Ray this process already initialised, else starts a local
+  one (or joins the cluster in ``RAY_ADDRESS``, as Ray does); ``"auto"`` joins the cluster
+  started on this machine with ``ray start``; ``"ray://host:10001"`` connects through the Ray
+  Client and ``"host:6379"`` to a head node's GCS. Once connected, Ray stays up for the next
+  fan-out and is shut down when the process exits.
 
 The local workers are started with the ``spawn`` method, not ``fork``: the parent may
 already hold torch, numba or an OpenMP runtime, whose thread pools and locks do not
 survive a fork (a forked child can deadlock in them). Spawned workers start a fresh
 interpreter, so ``fn`` and the jobs must be picklable — a module-level function and plain
 data; this is checked up front on ``fn`` and the first job, so the error is immediate.
+Ray pickles with cloudpickle, so lambdas and closures are fine there.
+
+Ray gets work in a window of ``workers`` tasks in flight (default: the cluster's CPUs); each
+job is put in the object store once, when it is first submitted (a retry reuses it), and
+released when it is done, so that the store holds a window of jobs, not the whole run.
 
 Each worker limits its own threads so that workers x threads stays near the number of
 cores instead of every worker starting one thread per core: ``OMP_NUM_THREADS``,
 ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``NUMBA_NUM_THREADS`` are set to
 ``max(1, cores // workers)`` before the job runs (torch and numba read them when first
 imported), and when torch or numba is already loaded in the worker its thread count is set
-directly.
+directly. A Ray task reserves that many CPUs of the cluster (at most a node's) and runs with
+as many threads.
 
 A failed job is re-run up to ``retries`` times; then :class:`JobError` is raised from the
-original exception, the jobs not yet started are cancelled, the running ones are let finish,
-and the results of every finished job travel with the error (``.completed``) so that a
-caller can resume. A Rich progress bar on stderr shows the jobs done and the last one.
-
-A Ray executor, for fanning out over a cluster, will be added beside these two with the
-same contract.
+original exception, the jobs not yet started are cancelled (Ray also cancels the running
+ones; local processes are let finish), and the results of every finished job travel with
+the error (``.completed``) so that a caller can resume. Ray's own retries are off: a Ray
+task that raises, or whose worker dies, is re-run by this module's loop, so that retries,
+the progress bar and the error are the same for every executor (a dead local worker breaks
+the pool, so it is not retried). A Rich progress bar on stderr shows the jobs done and the
+last one.
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import pickle
+import re
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -59,7 +74,7 @@ __all__ = [
 J = TypeVar("J")
 R = TypeVar("R")
 
-Executor = Literal["serial", "local"]
+Executor = Literal["serial", "local", "ray"]
 EXECUTORS: tuple[str, ...] = get_args(Executor)
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
@@ -68,6 +83,8 @@ THREAD_ENV_VARS = (
     "NUMBA_NUM_THREADS",
 )
 _LABEL_MAX = 60
+#: a Ray address other than "auto": ``host:port`` (a head node's GCS) or ``ray://host:port``
+_RAY_ADDRESS = re.compile(r"(?:ray://)?[^\s:/]+:\d{1,5}")
 
 
 class ParallelError(MLEngineError, RuntimeError):
@@ -282,6 +299,149 @@ def _run_local(
     return [results[index] for index in range(len(jobs))]
 
 
+# ---------------------------------------------------------------- Ray
+
+
+def _import_ray() -> Any:
+    """The ``ray`` module, imported on first use: it is an optional extra and slow to load."""
+    try:
+        return importlib.import_module("ray")
+    except ImportError as err:
+        raise ParallelError(
+            f"the 'ray' executor needs Ray, which is not installed ({_describe(err)}); "
+            "install the ray extra: pip install 'mlengine[ray]'"
+        ) from err
+
+
+def _check_address(address: object) -> str | None:
+    if address is None or address == "auto":
+        return address
+    if isinstance(address, str) and _RAY_ADDRESS.fullmatch(address):
+        return address
+    raise ParallelError(
+        f"invalid Ray address {address!r}: use None (the Ray of this process, else a new "
+        "local one), 'auto' (the cluster started on this machine with `ray start`), "
+        "'ray://host:10001' (Ray Client) or 'host:6379' (the head node's GCS address)"
+    )
+
+
+def _connect_ray(ray: Any, address: str | None) -> None:
+    """Use the Ray this process is connected to, else start or join one (see the module)."""
+    if ray.is_initialized():
+        return
+    target = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        if target is None:
+            ray.init(include_dashboard=False)
+        else:
+            ray.init(address=target)
+    except Exception as err:
+        if target is None:
+            raise ParallelError(f"cannot start a local Ray ({_describe(err)})") from err
+        raise ParallelError(
+            f"cannot connect to the Ray cluster at {target!r} ({_describe(err)}); is it "
+            "running (`ray start --head` on the head node, `ray status` to check)?"
+        ) from err
+
+
+def _cluster_cpus(ray: Any) -> tuple[int, int]:
+    """The cluster's CPUs in all and on its smallest node that has any (0, 0 when none)."""
+    total = int(ray.cluster_resources().get("CPU", 0))
+    per_node = [
+        int(node["Resources"].get("CPU", 0))
+        for node in ray.nodes()
+        if node.get("Alive") and node["Resources"].get("CPU", 0) >= 1
+    ]
+    return total, min(per_node, default=0)
+
+
+def _ray_task(fn: Callable[[J], R], job: J, threads: int) -> R:
+    """One job on a Ray worker (workers are reused, so the limit is set for every task)."""
+    _limit_threads(threads)
+    return fn(job)
+
+
+def _ray_put(ray: Any, value: object, what: str) -> Any:
+    try:
+        return ray.put(value)
+    except Exception as err:
+        raise ParallelError(f"{what} cannot be sent to Ray ({_describe(err)})") from err
+
+
+def _ray_cause(ray: Any, exc: Exception) -> Exception:
+    """The job's own exception out of Ray's wrapper, with the worker's traceback as a note
+    (the wrapper's text is the task's name and traceback on the worker)."""
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(exc.cause, Exception):
+        cause: Exception = exc.cause
+        cause.add_note(str(exc))
+        return cause
+    return exc
+
+
+def _run_ray(
+    ray: Any,
+    fn: Callable[[J], R],
+    jobs: Sequence[J],
+    labels: list[str],
+    retries: int,
+    workers: int,
+    cpus: int,
+    bar: _Bar,
+) -> list[R]:
+    # max_retries=0: a dead worker is retried by this loop, like an exception
+    task = ray.remote(_ray_task).options(num_cpus=cpus, max_retries=0, retry_exceptions=False)
+    name = getattr(fn, "__qualname__", repr(fn))
+    fn_ref = _ray_put(ray, fn, f"the function {name}")
+    job_refs: dict[int, Any] = {}  # put once, kept for retries, released when done
+    pending: dict[Any, int] = {}  # task -> job index
+    results: dict[int, R] = {}
+    attempts = [1] * len(jobs)
+
+    def submit(index: int) -> None:
+        if index not in job_refs:
+            job_refs[index] = _ray_put(ray, jobs[index], f"job {labels[index]!r}")
+        pending[task.remote(fn_ref, job_refs[index], cpus)] = index
+
+    queued = iter(range(len(jobs)))
+    try:
+        for index in queued:
+            submit(index)
+            if len(pending) >= workers:
+                break
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(ref)
+            try:
+                results[index] = ray.get(ref)
+            except Exception as exc:
+                cause = _ray_cause(ray, exc)
+                if attempts[index] <= retries:
+                    attempts[index] += 1
+                    bar.retry(labels[index], attempts[index])
+                    submit(index)
+                    continue
+                # keep what has finished, cancel the rest
+                done: list[Any] = []
+                if pending:
+                    done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+                for other in done:
+                    try:
+                        results[pending[other]] = ray.get(other)
+                    except Exception:  # a failure that was not collected yet: not a result
+                        continue
+                error = _job_error(labels[index], index, attempts[index], cause, dict(results))
+                raise error from cause
+            del job_refs[index]
+            bar.done(labels[index])
+            for following in queued:
+                submit(following)
+                break
+    finally:
+        for ref in pending:  # after a failure or an interrupt; nothing when all succeeded
+            ray.cancel(ref)
+    return [results[index] for index in range(len(jobs))]
+
+
 def run_jobs(
     fn: Callable[[J], R],
     jobs: Sequence[J],
@@ -292,16 +452,21 @@ def run_jobs(
     description: str = "jobs",
     retries: int = 0,
     progress: bool = True,
+    address: str | None = None,
 ) -> list[R]:
     """``[fn(job) for job in jobs]``, fanned out by ``executor``; results in job order.
 
-    ``workers``: processes for ``"local"`` (default :func:`default_workers`), capped at the
-    number of jobs. ``label``: a job's name in the progress bar and in errors (default
-    ``str(job)`` cut to 60 characters). ``description``: the progress bar's title. A job that
-    raises is re-run up to ``retries`` times, then :class:`JobError` is raised (its
-    ``.completed`` holds the results of the jobs that finished). ``progress=False`` hides the
-    bar. Raises :class:`ParallelError` on invalid arguments, and for ``"local"`` when ``fn``
-    or the first job cannot be pickled.
+    ``workers``: processes for ``"local"`` (default :func:`default_workers`), tasks in
+    flight for ``"ray"`` (default: the cluster's CPUs); capped at the number of jobs.
+    ``label``: a job's name in the progress bar and in errors (default ``str(job)`` cut to 60
+    characters). ``description``: the progress bar's title. A job that raises is re-run up
+    to ``retries`` times, then :class:`JobError` is raised (its ``.completed`` holds the
+    results of the jobs that finished). ``progress=False`` hides the bar. ``address``: the
+    Ray cluster for ``"ray"`` (None, ``"auto"``, ``"ray://host:port"`` or ``"host:port"``;
+    see the module), ignored by the other executors (a run config may name its cluster and
+    still be run locally). Raises :class:`ParallelError` on invalid arguments, for ``"local"``
+    when ``fn`` or the first job cannot be pickled, and for ``"ray"`` when Ray is not
+    installed, cannot be reached, or cannot take ``fn`` or a job.
     """
     if executor not in EXECUTORS:
         raise ParallelError(
@@ -309,23 +474,38 @@ def run_jobs(
         )
     if not callable(fn):
         raise ParallelError(f"fn must be callable, got {fn!r}")
-    n_workers = default_workers() if workers is None else _check_int(workers, "workers", 1)
+    if workers is not None:
+        _check_int(workers, "workers", 1)
     _check_int(retries, "retries", 0)
+    ray = None
+    if executor == "ray":
+        address = _check_address(address)
+        ray = _import_ray()
     jobs = list(jobs)
     if not jobs:
         return []
     name_of: Callable[[Any], str] = _default_label if label is None else label
     labels = [str(name_of(job)) for job in jobs]
-    n_workers = min(n_workers, len(jobs))
-    in_process = executor == "serial" or n_workers == 1
-    if not in_process:
-        _check_picklable(fn, jobs[0], labels[0])
+    cpus = 1
+    if ray is not None:
+        _connect_ray(ray, address)
+        total, smallest = _cluster_cpus(ray)
+        n_workers = min(max(1, total) if workers is None else workers, len(jobs))
+        cpus = max(1, min(total // n_workers, smallest))
+        in_process = False
+    else:
+        n_workers = min(default_workers() if workers is None else workers, len(jobs))
+        in_process = executor == "serial" or n_workers == 1
+        if not in_process:
+            _check_picklable(fn, jobs[0], labels[0])
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     console = Console(stderr=True)
     last = TextColumn("{task.fields[last]}")
     with Progress(*columns, TimeElapsedColumn(), last, console=console, disable=not progress) as p:
         bar = _Bar(p, len(jobs), description)
+        if ray is not None:
+            return _run_ray(ray, fn, jobs, labels, retries, n_workers, cpus, bar)
         if in_process:
             return _run_serial(fn, jobs, labels, retries, bar)
         return _run_local(fn, jobs, labels, retries, n_workers, bar)
