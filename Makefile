@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mlengine demo
+	$(VENV)/bin/mlengine demo --config configs/eurusd_ensemble.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -28,12 +28,20 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -n 2 --dist loadfile
 
+# Every benchmarks/bench_*.py, then the table (benchmarks/RESULTS.md and the README block);
+# a failing benchmark does not stop the others, but fails the target after the table.
 bench: $(STAMP)
-	$(PY) benchmarks/bench_store.py
-	$(PY) benchmarks/bench_resample.py
-	$(PY) benchmarks/bench_engine.py
-	$(PY) benchmarks/bench_features.py
-	$(PY) benchmarks/bench_walkforward.py --strategy pva --dataset eurusd_1h
+	@failed=""; \
+	for script in benchmarks/bench_*.py; do \
+		case $$script in \
+			*/bench_walkforward.py) args="--strategy pva --dataset eurusd_1h" ;; \
+			*) args="" ;; \
+		esac; \
+		echo "== $$script $$args"; \
+		$(PY) $$script $$args || failed="$$failed $$script"; \
+	done; \
+	$(PY) benchmarks/summarize.py; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -95,12 +95,16 @@ def test_demo_imports_all_bundled_sets(tmp_path: Path) -> None:
     assert (tmp_path / "mlengine.duckdb").exists()
     for name in datasets.names():
         assert name in out
-    assert (tmp_path / "reports" / "demo_ensemble_EURUSD_1h.html").exists()
-    # one real decision of the local model (or, when it fails the checks, of the rules)
+    (run,) = (tmp_path / "runs").glob("demo-*")
+    assert (run / "reports" / "ensemble_EURUSD_1h.html").exists()
+    assert json.loads((run / "manifest.json").read_text())["status"] == "done"
+    # the rules' decisions at the ensemble's entries, then one real decision of the local
+    # model (or, when it fails the checks, of the rules) on the last bar
     with open_store(f"duckdb:///{(tmp_path / 'mlengine.duckdb').as_posix()}") as store:
         logged = read_decisions(store, symbol="EURUSD", timeframe="1h")
-    assert len(logged) == 1 and bool(logged["valid"].iloc[0])
-    assert logged["fallback_chain"].iloc[0][0]["provider"] == "local"
+    first = [chain[0]["provider"] for chain in logged["fallback_chain"]]
+    assert first.count("local") == 1 and set(first) == {"local", "rules"}
+    assert bool(logged["valid"].all())
     assert logged["prompt_version"].iloc[0] and "decision on the last bar" in out
 
 

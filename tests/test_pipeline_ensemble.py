@@ -154,7 +154,7 @@ def test_random_walk_ensemble_stays_at_chance() -> None:
         ({"strategies": {"msa": {"no_such": 1}, "tsmom": {}}}, "no_such"),
         ({"calibration": "guess"}, "calibration\n  Input should be 'auto', 'isotonic'"),
         ({"gate": {"entropy": -1}}, "entropy"),
-        ({"executor": "cluster"}, "executor\n  Input should be 'serial' or 'local'"),
+        ({"executor": "cluster"}, "executor\n  Input should be 'serial', 'local' or 'ray'"),
         ({"validity": {"bootstrap_reps": -5}}, "bootstrap_reps"),
         ({"meta_min_train": 0}, "meta_min_train"),
         ({"colour": "red"}, "colour"),

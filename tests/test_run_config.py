@@ -112,6 +112,16 @@ def test_mlengine_run_runs_every_asset_of_a_config(tmp_path: Path) -> None:
         runs = store.read_table("ml.backtest_runs")
     assert set(runs["name"]) == {"ensemble", "equal_weight", "logistic_stack", "msa", "tsmom"}
     assert runs["end_ts"].max() <= pd.Timestamp("2017-09-30", tz="UTC")
+    run_id = re.search(r"run (test-\S+) done", done.output)
+    assert run_id is not None
+    assert {c["config_run"] for c in runs["config"]} == {run_id.group(1)}
+    shown = CliRunner().invoke(app, ["runs", "show", run_id.group(1)])
+    assert shown.exit_code == 0, shown.output
+    assert "EURUSD_1h" in shown.output and "Ensemble summary" in shown.output
+    assert "done" in shown.output and "resume with" not in shown.output
+    rebuilt = CliRunner().invoke(app, ["report", run_id.group(1)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "EURUSD_1h: report" in rebuilt.output
 
     path.write_text(QUICK.replace("tsmom", "magic"))
     failed = CliRunner().invoke(app, ["run", str(path), "--db", db])

@@ -646,33 +646,59 @@ def _decision_table(record: Any) -> Table:
 
 @app.command("run")
 def run_config(
-    config: Annotated[Path, typer.Argument(help="Run config, YAML (keys of RunConfig).")],
-    executor: Annotated[str | None, typer.Option(help="serial or local (processes).")] = None,
+    config: Annotated[
+        Path | None, typer.Argument(help="Run config, YAML (keys of RunConfig).")
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="Finish this run (id or directory): skip its finished jobs."),
+    ] = None,
+    executor: Annotated[str | None, typer.Option(help="serial, local or ray.")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Parallel jobs.")] = None,
     db: DbOption = None,
 ) -> None:
     """One run from a config file: for each asset, the ensemble pipeline (strategies
-    walk-forward, gate, calibration, backtest, verdicts, report) with the config's settings."""
-    from mlengine.pipeline import (
-        EnsembleConfig,
-        EnsemblePipeline,
-        asset_bars,
-        ensemble_title,
-        load_run_config,
-    )
+    walk-forward, gate, calibration, backtest, verdicts, report) with the config's settings,
+    in a run directory of its own. --resume RUN_ID finishes an interrupted run."""
+    from mlengine.pipeline import RunConfig, ensemble_title, load_run_config, validated
+    from mlengine.runner import ConfigRun
 
+    if config is None and resume is None:
+        console.print("[red]error:[/] give a config file, or --resume RUN_ID")
+        raise typer.Exit(2)
     with _errors():
-        cfg = load_run_config(config)
-        settings = cfg.ensemble
-        if executor is not None:
-            settings = EnsembleConfig(**(settings.model_dump() | {"executor": executor}))
-        with _store(db or cfg.store) as store:
-            for asset in cfg.assets:
-                console.rule(f"[bold]{cfg.name}: {asset.symbol} {asset.timeframe}")
+        cfg = load_run_config(config) if config is not None else None
+        if resume:
+            run = ConfigRun.resume(resume, cfg)
+        else:
+            assert cfg is not None
+            run = ConfigRun.start(cfg)
+        overrides = {"executor": executor, "address": address, "workers": workers}
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        if chosen:
+            ensemble = run.config.ensemble.model_dump() | chosen
+            settings = run.config.model_dump() | {"ensemble": ensemble}
+            run.config = validated(RunConfig, settings, "command-line options")
+        console.print(f"run {run.run_id}: {run.path}", soft_wrap=True)
+        with _store(db or run.config.store) as store:
+            for asset in run.config.assets:
                 _bars_for(None, asset.symbol, asset.timeframe, store)  # bundled sample if new
-                result = EnsemblePipeline(settings).run(asset_bars(store, asset), store=store)
-                console.print(result.comparison.to_rich())
-                console.print(_summary_table(result.summary))
-                console.print(f"{ensemble_title(result.run)}: report {result.report}")
+            try:
+                for asset, result in run.execute(store):
+                    console.rule(f"[bold]{run.config.name}: {asset.symbol} {asset.timeframe}")
+                    if result is None:
+                        console.print("done before: skipped")
+                        continue
+                    console.print(result.comparison.to_rich())
+                    console.print(_summary_table(result.summary))
+                    console.print(f"{ensemble_title(result.run)}: report {result.report}")
+            except Exception:
+                console.print(f"[yellow]resume with:[/] mlengine run --resume {run.run_id}")
+                raise
+        console.print(f"run {run.run_id} done: {run.path}", soft_wrap=True)
 
 
 @runs_app.command("list")
@@ -698,10 +724,16 @@ def runs_list(
 
 @runs_app.command("show")
 def runs_show(run_id: Annotated[str, typer.Argument(help="Run id (or run directory).")]) -> None:
-    """One saved run: its configuration, key metrics, verdict and report path."""
+    """One saved run: its configuration, key metrics, verdict and report path; for a config
+    run, its state, each asset's summary table and report, and its candidates' run ids."""
     from mlengine.backtest.runs import load_run
+    from mlengine.runner import ConfigRun, config_run_path
 
     with _errors():
+        path = config_run_path(run_id)
+        if path is not None:
+            _show_config_run(ConfigRun.open(path))
+            return
         record = load_run(run_id)
     cfg = record.config
     console.print(f"[bold]{cfg.get('name')}[/] ({record.run_id}): {cfg.get('strategy')} on "
@@ -721,6 +753,27 @@ def runs_show(run_id: Annotated[str, typer.Argument(help="Run id (or run directo
     console.print(f"report: {record.report_path}", soft_wrap=True)
 
 
+def _show_config_run(run: Any) -> None:
+    import pandas as pd
+
+    m = run.manifest
+    console.print(f"[bold]{m['name']}[/] ({run.run_id}): {m['status']}, created {m['created_at']}, "
+                  f"updated {m['updated_at']}", soft_wrap=True)  # fmt: skip
+    console.print(f"directory: {run.path}", soft_wrap=True)
+    for key, entry in m["assets"].items():
+        console.rule(f"[bold]{key}[/]: {entry['status']}")
+        if entry.get("error"):
+            console.print(f"[red]error:[/] {entry['error']}", soft_wrap=True)
+        if entry.get("summary"):
+            console.print(_summary_table(pd.DataFrame(entry["summary"]).set_index("name")))
+        for name, cid in entry.get("candidates", {}).items():
+            console.print(f"{name}: {cid}", soft_wrap=True)
+        if entry.get("report"):
+            console.print(f"report: {run.path / entry['report']}", soft_wrap=True)
+    if m["status"] != "done":
+        console.print(f"resume with: mlengine run --resume {run.run_id}", soft_wrap=True)
+
+
 def _reports_dir() -> Path:
     from mlengine.config import get_settings
 
@@ -732,13 +785,22 @@ def report(
     run_id: Annotated[str, typer.Argument(help="Run id (or run directory).")],
     out: Annotated[Path | None, typer.Option(help="Where to write the HTML report.")] = None,
 ) -> None:
-    """(Re)build the HTML report of a stored run from its run directory."""
+    """(Re)build the HTML report of a stored run from its run directory; for a config run,
+    each candidate's report, and the path of each asset's comparison report."""
     from mlengine.backtest.runs import load_run, write_run_report
+    from mlengine.runner import ConfigRun, config_run_path
 
     with _errors():
-        record = load_run(run_id)
-        path = write_run_report(record, out)
-    console.print(f"report: {path}")
+        config_path = config_run_path(run_id)
+        if config_path is None:
+            console.print(f"report: {write_run_report(load_run(run_id), out)}")
+            return
+        run = ConfigRun.open(config_path)
+        for key, entry in run.manifest["assets"].items():
+            for cid in entry.get("candidates", {}).values():
+                write_run_report(load_run(run.path / "candidates" / cid))
+            if entry.get("report"):
+                console.print(f"{key}: report {run.path / entry['report']}", soft_wrap=True)
 
 
 @app.command()
@@ -746,21 +808,29 @@ def demo(
     data_dir: Annotated[
         Path | None, typer.Option(help="Where the embedded store lives (default: ./data).")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Run config (default: the five strategies on EURUSD 1h, rules)."),
+    ] = None,
 ) -> None:
-    """Bundled real data → embedded store → quality reports → PVA trained walk-forward on
-    EURUSD 1h beside buy-and-hold → the ensemble of the five strategies on EURUSD 1h → rule
-    baselines on EURUSD and BTCUSD 1h → HTML reports."""
+    """Bundled real data → embedded store → quality reports → one config run (the five
+    strategies walk-forward on EURUSD 1h, their gating ensemble, calibration, rules-provider
+    decisions at its entries, backtests, verdicts, report) → the last bar put to the local
+    LLM → rule baselines on EURUSD and BTCUSD 1h → HTML reports."""
     from mlengine import datasets
     from mlengine.config import Settings, get_settings
     from mlengine.data.store import open_store
     from mlengine.data.validate import validate
     from mlengine.pipeline import (
+        AssetSpec,
         EnsembleConfig,
-        EnsemblePipeline,
+        RunConfig,
+        asset_bars,
         ensemble_title,
         evaluate,
-        train_strategy,
+        load_run_config,
     )
+    from mlengine.runner import ConfigRun
 
     settings = Settings(data_dir=data_dir) if data_dir else get_settings()
     url = f"duckdb:///{(settings.data_dir / 'mlengine.duckdb').as_posix()}"
@@ -779,46 +849,38 @@ def demo(
         console.rule("[bold]store")
         console.print(store.list_series().to_string(index=False))
 
-        console.rule("[bold]PVA, walk-forward: EURUSD 1h")
-        trained = train_strategy(
-            "pva",
-            store.read_bars("EURUSD", "1h"),
-            costs=costs,
-            store=store,
-            runs_dir=runs_dir,
-            models_dir=settings.data_dir / "models",
-        )
-        console.print(trained.comparison.to_rich())
-        console.print(trained.run.verdict.to_rich())
-        console.print(f"live model: {trained.model_dir}")
-        path = reports_dir / "demo_pva_EURUSD_1h.html"
-        reports.append(trained.comparison.write_report(path, main="pva"))
+        if config is not None:
+            run_config = load_run_config(config)
+        else:
+            eurusd_1h = AssetSpec(symbol="EURUSD", timeframe="1h")
+            run_config = RunConfig(
+                name="demo", assets=[eurusd_1h], ensemble=EnsembleConfig(llm="rules")
+            )
+        run = ConfigRun.start(run_config, runs_dir)
+        console.print(f"run {run.run_id}: {run.path}", soft_wrap=True)
+        for asset, result in run.execute(store):
+            assert result is not None and result.report is not None
+            console.rule(f"[bold]{ensemble_title(result.run)}, walk-forward")
+            console.print(result.comparison.to_rich())
+            console.print(_summary_table(result.summary))
+            reports.append(result.report)
 
-        console.rule("[bold]ensemble of the five strategies, walk-forward: EURUSD 1h")
-        eurusd = store.read_bars("EURUSD", "1h")
-        combined = EnsemblePipeline(EnsembleConfig()).run(eurusd, store=store, save=runs_dir)
-        console.print(combined.comparison.to_rich())
-        console.print(_summary_table(combined.summary))
-        path = reports_dir / "demo_ensemble_EURUSD_1h.html"
-        title = ensemble_title(combined.run)
-        reports.append(combined.comparison.write_report(path, main="ensemble", title=title))
-
-        console.rule("[bold]decision on the last bar: the local LLM, then the rules")
-        record = _last_bar_decision(combined, eurusd, store)
-        console.print(_decision_table(record))
+            console.rule("[bold]decision on the last bar: the local LLM, then the rules")
+            record = _last_bar_decision(result, asset_bars(store, asset), store)
+            console.print(_decision_table(record))
 
         factories = _factories(BASELINES, {name: {} for name in BASELINES})
         for symbol in ("EURUSD", "BTCUSD"):
             console.rule(f"[bold]walk-forward baselines: {symbol} 1h")
-            result = evaluate(
+            baselines = evaluate(
                 factories,
                 store.read_bars(symbol, "1h"),
                 costs=costs,
                 store=store,
                 save=runs_dir,
             )
-            console.print(result.to_rich())
-            reports.append(result.write_report(reports_dir / f"demo_{symbol}_1h.html"))
+            console.print(baselines.to_rich())
+            reports.append(baselines.write_report(reports_dir / f"demo_{symbol}_1h.html"))
     console.rule("[bold]reports")
     for path in reports:
         console.print(f"report: {path}")

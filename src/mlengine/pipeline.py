@@ -1,4 +1,4 @@
-"""Runs of the pipeline. So far: one registered strategy on one asset, end to end.
+"""Runs of the pipeline, end to end.
 
 :func:`evaluate` — strategies side by side on the same walk-forward folds and costs.
 
@@ -11,6 +11,14 @@ the store; then the model for live use, fitted on all the bars, saved under
 run that measured it. Buy-and-hold runs beside it on the same folds and costs. The live
 model's training bars include the whole OOS period: its own performance is the run's,
 measured on models that never saw those bars.
+
+:class:`EnsemblePipeline` — the strategies walk-forward, their out-of-fold predictions
+stacked, the gate and calibrator walk-forward over them, and every candidate (the ensemble,
+the simple ensembles, each strategy) backtested and judged on the same bars, from one
+:class:`EnsembleConfig`.
+
+:class:`RunConfig` — the YAML run config (assets with date ranges, the ensemble settings,
+the store); :mod:`mlengine.runner` gives such a run its id, directory and resume.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -254,7 +262,12 @@ class EnsembleConfig(BaseModel):
     which the bar-by-bar backtest trades); the level-1 purge is the longest label horizon of
     the strategies, the meta purge this one. ``llm``: a provider chain (``"local,rules"``)
     asked for a decision at each of the ensemble's entries, for the ablation ensemble alone
-    vs ensemble + decisions (:mod:`mlengine.llm.replay`)."""
+    vs ensemble + decisions (:mod:`mlengine.llm.replay`). ``executor`` / ``address`` /
+    ``workers``: where the (strategy, fold) jobs run (:func:`mlengine.parallel.run_jobs`);
+    a failed job runs again up to ``retries`` times. None of these four changes a result."""
+
+    #: The settings that only say where and how the jobs run, not what they compute.
+    EXECUTION: ClassVar[tuple[str, ...]] = ("executor", "address", "workers", "retries")
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -281,7 +294,9 @@ class EnsembleConfig(BaseModel):
     validity: dict[str, Any] = Field(default_factory=dict)
     llm: str | None = None
     executor: Executor = "local"
+    address: str | None = None
     workers: int | None = Field(default=None, ge=1)
+    retries: int = Field(default=1, ge=0)
     seed: int = 0
 
     @field_validator("strategies")
@@ -361,8 +376,17 @@ class EnsemblePipeline:
         *,
         store: Store | None = None,
         save: bool | Path = True,
+        report: Path | None = None,
+        jobs_dir: Path | None = None,
+        tags: Mapping[str, Any] | None = None,
         progress: bool = True,
     ) -> EnsembleResult:
+        """Run the ensemble on ``bars``. ``save``: write the candidates' run directories
+        (True: under the settings' runs dir; a path: there) and the comparison report (to
+        ``report``, default ``ensemble_<SYMBOL>_<TF>.html`` beside the run directories).
+        ``jobs_dir``: store each finished (strategy, fold) job there and reuse the ones stored
+        before (:func:`predict_folds`). ``tags`` join each candidate's stored config (e.g.
+        the id of the config run it belongs to)."""
         cfg = self.config
         check_bar_frame(bars)
         factories = {name: strategy_factory(name, p) for name, p in cfg.strategies.items()}
@@ -380,7 +404,10 @@ class EnsemblePipeline:
             folds,
             seed=cfg.seed,
             executor=cfg.executor,
+            address=cfg.address,
             workers=cfg.workers,
+            retries=cfg.retries,
+            jobs_dir=jobs_dir,
             progress=progress,
         )
         data = stack(predicted, bars, cfg.horizon)
@@ -434,7 +461,8 @@ class EnsemblePipeline:
                 store=store,
                 run_name=name,
                 seed=cfg.seed,
-                config={"ensemble": cfg.model_dump(mode="json"), "horizon": horizon},
+                config={"ensemble": cfg.model_dump(mode="json"), "horizon": horizon}
+                | dict(tags or {}),
                 validity=ValidityConfig(**cfg.validity),
                 **backtest,
             )
@@ -443,7 +471,7 @@ class EnsemblePipeline:
         result = comparison(runs)
         summary = ensemble_summary(result, meta, data)
         runs["ensemble"].explanations["ensemble_summary"] = summary.reset_index()
-        report = None
+        written = None
         if save is not False:
             from mlengine.backtest.runs import runs_root, save_run
 
@@ -451,12 +479,12 @@ class EnsemblePipeline:
             for run in runs.values():
                 save_run(run, root=root)
             first = runs["ensemble"]
-            report = result.write_report(
-                runs_root(root) / f"ensemble_{first.symbol}_{first.timeframe}.html",
+            written = result.write_report(
+                report or runs_root(root) / f"ensemble_{first.symbol}_{first.timeframe}.html",
                 main="ensemble",
                 title=ensemble_title(first),
             )
-        return EnsembleResult(result, data, meta, summary, report, decisions)
+        return EnsembleResult(result, data, meta, summary, written, decisions)
 
 
 def _llm_ablation(

@@ -41,7 +41,7 @@ import inspect
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,7 @@ import pandas as pd
 
 from mlengine.backtest.costs import CostModel
 from mlengine.backtest.engine import DEFAULT_COSTS, BacktestResult, run_backtest
+from mlengine.backtest.jobstore import FoldOutput, fingerprint, load_output, save_output
 from mlengine.backtest.metrics import json_value
 from mlengine.backtest.signals import SignalRule, ThresholdSignal
 from mlengine.backtest.sizing import Sizing
@@ -227,7 +228,9 @@ def _prediction_rows(run_id: str, name: str, sym: str, tf: str, pred: pd.DataFra
 @dataclass(frozen=True)
 class FoldJob:
     """One (strategy, fold) job: fit on the fold's training bars, predict its test window;
-    ``explain``: also ask the fitted model to explain the end of its window (last fold)."""
+    ``explain``: also ask the fitted model to explain the end of its window (last fold);
+    ``jobs_dir``: where the job stores its output when done (:mod:`mlengine.backtest.jobstore`),
+    under its ``fingerprint``."""
 
     name: str
     factory: StrategyFactory
@@ -237,15 +240,8 @@ class FoldJob:
     context: Context | None
     seed: int
     explain: bool
-
-
-@dataclass(frozen=True, eq=False)
-class FoldOutput:
-    name: str
-    strategy: str
-    params: dict[str, Any]
-    predictions: pd.DataFrame
-    explanations: dict[str, pd.DataFrame]
+    jobs_dir: Path | None = None
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -268,11 +264,15 @@ def run_fold(job: FoldJob) -> FoldOutput:
         shown = job.bars.iloc[: int(job.fold.test[-1]) + 1]
         explained = strategy.explain(shown, context=job.context)
         explanations = _frames(explained, f"strategy {strategy.name!r}: explain")
-    return FoldOutput(job.name, strategy.name, strategy_params(strategy), pred, explanations)
+    out = FoldOutput(job.name, strategy.name, strategy_params(strategy), pred, explanations)
+    if job.jobs_dir is not None:
+        save_output(job.jobs_dir, job, job.fingerprint, out)
+    return out
 
 
 def _job_label(job: FoldJob) -> str:
-    return f"{job.name} fold {job.fold.fold}"
+    where = " ".join(str(job.bars.attrs[k]) for k in ("symbol", "timeframe") if k in job.bars.attrs)
+    return f"{where} {job.name} fold {job.fold.fold}".lstrip()
 
 
 def predict_folds(
@@ -284,12 +284,20 @@ def predict_folds(
     context: Context | None = None,
     seed: int = 0,
     executor: str = "serial",
+    address: str | None = None,
     workers: int | None = None,
+    retries: int = 0,
+    jobs_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Predicted]:
     """Every (strategy, fold) job of ``factories`` on ``folds``, fanned out by
-    :func:`mlengine.parallel.run_jobs` (``executor`` "serial" or "local" processes, whose
-    factories must then be picklable), stitched per strategy in fold order."""
+    :func:`mlengine.parallel.run_jobs` (``executor`` "serial", "local" processes or "ray" at
+    ``address``; the factories must then be picklable), stitched per strategy in fold order.
+
+    A failed job runs again up to ``retries`` times. With ``jobs_dir``, each job stores its
+    output there when done and a job whose output is already stored under the same
+    fingerprint is not run again (:mod:`mlengine.backtest.jobstore`): an interrupted run
+    resumes where it stopped, with the same results."""
     from mlengine.parallel import JobError, run_jobs
 
     if not folds:
@@ -300,20 +308,36 @@ def predict_folds(
         for name, factory in factories.items()
         for fold in folds
     ]
+    stored: dict[int, FoldOutput] = {}
+    if jobs_dir is not None:
+        root = Path(jobs_dir)
+        jobs = [replace(j, jobs_dir=root, fingerprint=fingerprint(j)) for j in jobs]
+        for i, job in enumerate(jobs):
+            found = load_output(root, job, job.fingerprint)
+            if found is not None:
+                stored[i] = found
+    todo = [i for i in range(len(jobs)) if i not in stored]
+    description = "walk-forward " + ", ".join(factories)
+    if stored:
+        description += f" ({len(stored)} of {len(jobs)} jobs stored before)"
     try:
-        outputs = run_jobs(
+        ran = run_jobs(
             run_fold,
-            jobs,
+            [jobs[i] for i in todo],
             executor=executor,
+            address=address,
             workers=workers,
+            retries=retries,
             label=_job_label,
-            description="walk-forward " + ", ".join(factories),
+            description=description,
             progress=progress,
         )
     except JobError as err:  # a broken contract names its strategy and fold: raise it as is
         if isinstance(err.__cause__, MLEngineError):
             raise err.__cause__ from None
         raise
+    fresh = iter(ran)
+    outputs = [stored[i] if i in stored else next(fresh) for i in range(len(jobs))]
     out: dict[str, Predicted] = {}
     for name, factory in factories.items():
         mine = [o for o in outputs if o.name == name]
