@@ -88,6 +88,7 @@ def test_unknown_timeframe_is_a_clear_error(duckdb_url: str) -> None:
 @pytest.mark.llm
 def test_demo_imports_all_bundled_sets(tmp_path: Path) -> None:
     from mlengine.data.store import open_store
+    from mlengine.ensemble.live import LiveEnsemble, live_dir
     from mlengine.llm.signal_log import read_decisions
 
     code, out, _ = _run("demo", "--data-dir", str(tmp_path))
@@ -105,6 +106,10 @@ def test_demo_imports_all_bundled_sets(tmp_path: Path) -> None:
     first = [chain[0]["provider"] for chain in logged["fallback_chain"]]
     assert first.count("local") == 1 and set(first) == {"local", "rules"}
     assert bool(logged["valid"].all())
+    # the live ensemble the service serves, fitted on the run's out-of-fold stack
+    live = LiveEnsemble.load(live_dir(tmp_path / "models", "EURUSD", "1h"))
+    assert list(live.strategies) == ["pva", "mrd", "vbp", "msa", "mts"]
+    assert "ensemble p_up" in out and "serve it: mlengine serve" in out
     assert logged["prompt_version"].iloc[0] and "decision on the last bar" in out
 
 

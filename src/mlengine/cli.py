@@ -816,11 +816,13 @@ def demo(
     """Bundled real data → embedded store → quality reports → one config run (the five
     strategies walk-forward on EURUSD 1h, their gating ensemble, calibration, rules-provider
     decisions at its entries, backtests, verdicts, report) → the last bar put to the local
-    LLM → rule baselines on EURUSD and BTCUSD 1h → HTML reports."""
+    LLM → the live ensemble fitted and saved for ``mlengine serve`` → rule baselines on
+    EURUSD and BTCUSD 1h → HTML reports."""
     from mlengine import datasets
     from mlengine.config import Settings, get_settings
     from mlengine.data.store import open_store
     from mlengine.data.validate import validate
+    from mlengine.ensemble.live import LiveEnsemble, live_dir
     from mlengine.pipeline import (
         AssetSpec,
         EnsembleConfig,
@@ -835,6 +837,7 @@ def demo(
     settings = Settings(data_dir=data_dir) if data_dir else get_settings()
     url = f"duckdb:///{(settings.data_dir / 'mlengine.duckdb').as_posix()}"
     runs_dir, reports_dir = settings.data_dir / "runs", settings.data_dir / "reports"
+    models = settings.data_dir / "models"
     costs = _costs(commission_bps=2.0, spread_bps=2.0, slippage_bps=1.0)
     reports: list[Path] = []
     with _errors(), open_store(url) as store:
@@ -866,8 +869,19 @@ def demo(
             reports.append(result.report)
 
             console.rule("[bold]decision on the last bar: the local LLM, then the rules")
-            record = _last_bar_decision(result, asset_bars(store, asset), store)
+            bars = asset_bars(store, asset)
+            record = _last_bar_decision(result, bars, store)
             console.print(_decision_table(record))
+
+            console.rule(f"[bold]live ensemble of {asset.symbol} {asset.timeframe}")
+            live = LiveEnsemble.fit(bars, run.config.ensemble, stack=result.stack)
+            where = live.save(live_dir(models, asset.symbol, asset.timeframe))
+            newest = live.predict(bars.iloc[-live.min_bars :])
+            console.print(f"saved {where}; needs the last {live.min_bars:,} bars", soft_wrap=True)
+            console.print(f"newest bar {newest.ts}: ensemble p_up {newest.p_up:.3f}, " + ", ".join(
+                f"{name} {out.p_up:.3f}" for name, out in newest.strategies.items()
+            ), soft_wrap=True)  # fmt: skip
+            console.print(f"serve it: mlengine serve --db {url}", soft_wrap=True)
 
         factories = _factories(BASELINES, {name: {} for name in BASELINES})
         for symbol in ("EURUSD", "BTCUSD"):
@@ -884,3 +898,10 @@ def demo(
     console.rule("[bold]reports")
     for path in reports:
         console.print(f"report: {path}")
+
+
+# the signal service's commands live beside the service (imported lazily by their bodies)
+from mlengine.service.cli import fit_live, serve  # noqa: E402
+
+app.command("serve")(serve)
+app.command("fit-live")(fit_live)

@@ -88,6 +88,7 @@ __all__ = [
     "ensemble_title",
     "evaluate",
     "label_horizon",
+    "level_one",
     "load_run_config",
     "models_root",
     "read_settings",
@@ -389,27 +390,7 @@ class EnsemblePipeline:
         the id of the config run it belongs to)."""
         cfg = self.config
         check_bar_frame(bars)
-        factories = {name: strategy_factory(name, p) for name, p in cfg.strategies.items()}
-        horizon = max(label_horizon(make()) for make in factories.values())
-        split = WalkForwardSplit(
-            test_size=cfg.test_size,
-            train_size=cfg.train_size,
-            min_train_size=cfg.min_train,
-            purge=horizon,
-        )
-        folds = tuple(split.folds(bars))
-        predicted = predict_folds(
-            factories,
-            bars,
-            folds,
-            seed=cfg.seed,
-            executor=cfg.executor,
-            address=cfg.address,
-            workers=cfg.workers,
-            retries=cfg.retries,
-            jobs_dir=jobs_dir,
-            progress=progress,
-        )
+        horizon, predicted = level_one(bars, cfg, jobs_dir=jobs_dir, progress=progress)
         data = stack(predicted, bars, cfg.horizon)
         meta_split = WalkForwardSplit(
             test_size=cfg.meta_test_size,
@@ -485,6 +466,39 @@ class EnsemblePipeline:
                 title=ensemble_title(first),
             )
         return EnsembleResult(result, data, meta, summary, written, decisions)
+
+
+def level_one(
+    bars: pd.DataFrame,
+    cfg: EnsembleConfig,
+    *,
+    jobs_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[int, dict[str, Predicted]]:
+    """The ensemble's level 1: each strategy of ``cfg`` walk-forward on ``bars`` (purged by
+    the longest label horizon, which is returned with the out-of-fold predictions), the jobs
+    fanned out and stored as ``cfg`` and ``jobs_dir`` say (:func:`predict_folds`)."""
+    factories = {name: strategy_factory(name, p) for name, p in cfg.strategies.items()}
+    horizon = max(label_horizon(make()) for make in factories.values())
+    split = WalkForwardSplit(
+        test_size=cfg.test_size,
+        train_size=cfg.train_size,
+        min_train_size=cfg.min_train,
+        purge=horizon,
+    )
+    predicted = predict_folds(
+        factories,
+        bars,
+        tuple(split.folds(bars)),
+        seed=cfg.seed,
+        executor=cfg.executor,
+        address=cfg.address,
+        workers=cfg.workers,
+        retries=cfg.retries,
+        jobs_dir=jobs_dir,
+        progress=progress,
+    )
+    return horizon, predicted
 
 
 def _llm_ablation(

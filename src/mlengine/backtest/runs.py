@@ -95,9 +95,10 @@ def runs_root(root: Path | None = None) -> Path:
     return get_settings().data_dir / "runs"
 
 
-def _versions() -> dict[str, str]:
+def _versions(names: tuple[str, ...] = _VERSIONED) -> dict[str, str]:
+    """Python's and the installed ``names``' versions (a package not installed is left out)."""
     out = {"python": platform.python_version()}
-    for name in _VERSIONED:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -50,6 +50,7 @@ __all__ = [
     "CALIBRATION_CHOICES",
     "CONTEXT_WINDOW",
     "Calibration",
+    "FittedGate",
     "MetaFold",
     "MetaResult",
     "MetamodelError",
@@ -57,8 +58,10 @@ __all__ = [
     "calibration_report",
     "context_features",
     "direction_labels",
+    "fit_gate",
     "fit_predict",
     "stack",
+    "stack_features",
 ]
 
 #: Bars of the rolling windows of the context features.
@@ -151,6 +154,18 @@ def _numeric_diagnostics(name: str, pred: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(cols, index=pred.index)
 
 
+def stack_features(
+    predictions: Mapping[str, pd.DataFrame], bars: pd.DataFrame, index: pd.Index
+) -> pd.DataFrame:
+    """The gate's features on the rows ``index`` of ``bars``: context, each strategy's
+    ``p_up - 0.5`` (``p.<strategy>``) and numeric diagnostics (``<strategy>.<column>``),
+    from its predictions (``p_up`` plus diagnostics; a ``fold`` column is skipped)."""
+    probs = pd.DataFrame({n: p["p_up"].reindex(index) for n, p in predictions.items()}, index=index)
+    parts = [context_features(bars).reindex(index), (probs - 0.5).add_prefix("p.")]
+    parts += [_numeric_diagnostics(n, p.reindex(index)) for n, p in predictions.items()]
+    return pd.concat(parts, axis=1)
+
+
 def stack(predicted: Mapping[str, Predicted], bars: pd.DataFrame, horizon: int = 1) -> Stack:
     """Stack the level-1 OOF predictions of several strategies (same folds) on ``bars``;
     ``horizon``: the bars ahead of the ensemble's direction label (1: the next bar, what a
@@ -178,12 +193,11 @@ def stack(predicted: Mapping[str, Predicted], bars: pd.DataFrame, horizon: int =
         raise MetamodelError(
             f"strategy {name!r}: p_up = {value} at {index[row]} lies outside [0, 1]"
         )
-    parts = [context_features(bars).reindex(index), (probs - 0.5).add_prefix("p.")]
-    parts += [_numeric_diagnostics(n, p.predictions) for n, p in predicted.items()]
+    features = stack_features({n: p.predictions for n, p in predicted.items()}, bars, index)
     folds = pd.DataFrame({n: p.predictions["fold"] for n, p in predicted.items()}, index=index)
     return Stack(
         probs=probs,
-        features=pd.concat(parts, axis=1),
+        features=features,
         y=direction_labels(bars, horizon).reindex(index),
         folds=folds,
         bars=bars.loc[index],
@@ -252,19 +266,59 @@ def _split_train(rows: np.ndarray, share: float, purge: int) -> tuple[np.ndarray
 
 
 def _fit_calibrator(
-    raw: np.ndarray, y: np.ndarray, calibration: str, fold: int
+    raw: np.ndarray, y: np.ndarray, calibration: str, where: str
 ) -> tuple[Calibrator | None, str]:
     if calibration == "none":
         return None, "none"
     if raw.size < 20 or np.unique(y).size < 2:
         raise MetamodelError(
-            f"meta fold {fold}: {raw.size} calibration rows with classes {np.unique(y).tolist()}"
+            f"{where}: {raw.size} calibration rows with classes {np.unique(y).tolist()}"
             " cannot fit a calibrator; lower calibration_share, lengthen the data or set "
             "calibration='none'"
         )
     method = None if calibration == "auto" else calibration
     fitted, _ = choose_calibrator(raw, y, method=method)
     return fitted, type(fitted).__name__.removesuffix("Calibrator").lower()
+
+
+@dataclass(frozen=True, eq=False)
+class FittedGate:
+    """A gate and the calibrator of its mixture (``None`` with ``calibration="none"``),
+    the calibration method chosen, and the stack positions each learned from."""
+
+    gate: Gate
+    calibrator: Calibrator | None
+    method: str
+    gate_rows: np.ndarray
+    calibration_rows: np.ndarray
+
+
+def fit_gate(
+    data: Stack,
+    rows: np.ndarray,
+    *,
+    gate: GateParams | None = None,
+    calibration: str = "auto",
+    calibration_share: float = 0.3,
+    purge: int = 1,
+    seed: int = 0,
+    where: str = "metamodel",
+) -> FittedGate:
+    """Fit a gate and its calibrator on the stack positions ``rows`` (time order, labels
+    known): the gate on the earlier rows, the calibrator on the later ``calibration_share``
+    of them after a purge of ``purge`` rows, so that no calibration row is one the gate
+    trained on (``calibration_share = 0``: the gate takes every row, no calibrator). The
+    gate is seeded with ``seed``; errors start with ``where``."""
+    gate_rows, cal_rows = _split_train(rows, calibration_share, purge)
+    y = data.y.to_numpy(dtype=np.float64)
+    model = Gate(gate or GateParams(), seed=seed)
+    try:
+        model.fit(data.features.iloc[gate_rows], data.probs.iloc[gate_rows], y[gate_rows])
+        raw_cal = model.predict(data.features.iloc[cal_rows], data.probs.iloc[cal_rows])
+        calibrator, method = _fit_calibrator(raw_cal.to_numpy(), y[cal_rows], calibration, where)
+    except (GateError, CalibrationError) as err:
+        raise MetamodelError(f"{where}: {err}") from None
+    return FittedGate(model, calibrator, method, gate_rows, cal_rows)
 
 
 def fit_predict(
@@ -310,19 +364,19 @@ def fit_predict(
         task = bar.add_task("metamodel walk-forward", total=len(folds))
         for fold in folds:
             train = fold.train[known[fold.train]]
-            gate_rows, cal_rows = _split_train(train, share, purge)
+            fitted = fit_gate(
+                data,
+                train,
+                gate=gate,
+                calibration=calibration,
+                calibration_share=share,
+                purge=purge,
+                seed=seed + fold.fold,
+                where=f"meta fold {fold.fold}",
+            )
+            model, calibrator, method = fitted.gate, fitted.calibrator, fitted.method
+            gate_rows, cal_rows = fitted.gate_rows, fitted.calibration_rows
             test = fold.test
-            model = Gate(gate or GateParams(), seed=seed + fold.fold)
-            try:
-                model.fit(
-                    data.features.iloc[gate_rows], data.probs.iloc[gate_rows], y_all[gate_rows]
-                )
-                raw_cal = model.predict(data.features.iloc[cal_rows], data.probs.iloc[cal_rows])
-                calibrator, method = _fit_calibrator(
-                    raw_cal.to_numpy(), y_all[cal_rows], calibration, fold.fold
-                )
-            except (GateError, CalibrationError) as err:
-                raise MetamodelError(f"meta fold {fold.fold}: {err}") from None
             raw = model.predict(data.features.iloc[test], data.probs.iloc[test])
             p = raw.to_numpy() if calibrator is None else calibrator.transform(raw.to_numpy())
             index = data.probs.index[test]

@@ -323,9 +323,13 @@ class WindowedStrategy(ABC):
         }
         return self
 
-    def predict_proba(self, bars: pd.DataFrame, *, context: Context | None = None) -> pd.DataFrame:
+    def predict_proba(
+        self, bars: pd.DataFrame, *, context: Context | None = None, last: int | None = None
+    ) -> pd.DataFrame:
         """The :meth:`_outputs` columns per bar; NaN where the window of features is
-        incomplete."""
+        incomplete. ``last``: run the networks for the last ``last`` bars only (the rows
+        before are NaN), as a live prediction of the newest bar needs; the features still
+        read every bar given."""
         self._check_fitted()
         check_bars(bars)
         shape = (0,) if self.n_classes == 2 else (0, self.n_classes)
@@ -334,6 +338,8 @@ class WindowedStrategy(ABC):
         if len(bars):
             x = self._feature_frame(bars, self.feature_names_).to_numpy(dtype=np.float64)
             idx = self._decision_rows(bars, x)
+            if last is not None:
+                idx = idx[idx >= len(bars) - last]
             if idx.size:
                 xs = self.scaler_.transform(x)
                 gather = self._gather(bars, xs, self.scaler_.mean, self.scaler_.std)

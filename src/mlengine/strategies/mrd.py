@@ -350,10 +350,13 @@ class MRD(WindowedStrategy):
 
     # -- predictions and their summary -------------------------------------------------------
 
-    def predict_proba(self, bars: pd.DataFrame, *, context: Context | None = None) -> pd.DataFrame:
-        """``p_up`` and ``encoder_p_up`` (see the base), plus ``regime`` (the most probable
-        filtered regime) and ``regime_prob`` (its probability) at the bars with a ``p_up``."""
-        out = super().predict_proba(bars, context=context)
+    def predict_proba(
+        self, bars: pd.DataFrame, *, context: Context | None = None, last: int | None = None
+    ) -> pd.DataFrame:
+        """``p_up`` and ``encoder_p_up`` (see the base, also for ``last``), plus ``regime``
+        (the most probable filtered regime) and ``regime_prob`` (its probability) at the
+        bars with a ``p_up``."""
+        out = super().predict_proba(bars, context=context, last=last)
         probs = self.regimes_.filtered(self._observations(bars))
         known = np.isfinite(out["p_up"].to_numpy()) & np.isfinite(probs).all(axis=1)
         safe = np.where(known[:, None], probs, 0.0)

@@ -195,13 +195,19 @@ class MSA:
         }
         return self
 
-    def predict_proba(self, bars: pd.DataFrame, *, context: Context | None = None) -> pd.DataFrame:
-        """``p_up`` and the diagnostics per bar (NaN where a feature is)."""
+    def predict_proba(
+        self, bars: pd.DataFrame, *, context: Context | None = None, last: int | None = None
+    ) -> pd.DataFrame:
+        """``p_up`` and the diagnostics per bar (NaN where a feature is). ``last``: score the
+        last ``last`` bars only (``p_up`` NaN before them); the features still read every
+        bar given."""
         self._check_fitted()
         check_bars(bars)
         feats = self._features(bars)
         x = feats[self.feature_names_].to_numpy(dtype=np.float64)
         ok = np.flatnonzero(np.isfinite(x).all(axis=1))
+        if last is not None:
+            ok = ok[ok >= len(bars) - last]
         p_up = np.full(len(bars), np.nan)
         if ok.size:
             dm = xgb.DMatrix(x[ok], feature_names=self.feature_names_)

@@ -138,7 +138,12 @@ class MTS(WindowedStrategy):
         frame = compute_features(bars, [*self.params.features, "trend_strength"])
         return scale_free(frame)
 
+    _memo: tuple[pd.DataFrame, TimeframeStack] | None = None
+
     def _stack(self, bars: pd.DataFrame) -> TimeframeStack:
+        memo = self._memo
+        if memo is not None and memo[0] is bars:  # within one predict_proba call
+            return memo[1]
         tfs = self._timeframes(bars)
         try:
             return build_stack(bars, tfs[1:], self._tf_features)
@@ -206,13 +211,23 @@ class MTS(WindowedStrategy):
 
     # -- diagnostics ------------------------------------------------------------------------
 
-    def predict_proba(self, bars: pd.DataFrame, *, context: Context | None = None) -> pd.DataFrame:
+    def predict_proba(
+        self, bars: pd.DataFrame, *, context: Context | None = None, last: int | None = None
+    ) -> pd.DataFrame:
         """``p_up``, ``encoder_p_up``, each timeframe's ``trend_{prefix}`` and
-        ``tf_alignment`` per bar (module docs); NaN where unknown."""
-        out = super().predict_proba(bars, context=context)
+        ``tf_alignment`` per bar (module docs); NaN where unknown. ``last`` as in the base.
+        The timeframe stack of ``bars`` is built once for the call (the base's hooks each
+        ask for it)."""
+        self._check_fitted()
+        check_bars(bars)
         if not len(bars):
-            return out
-        features = self._features(bars)
+            return super().predict_proba(bars, context=context, last=last)
+        self._memo = (bars, self._stack(bars))
+        try:
+            out = super().predict_proba(bars, context=context, last=last)
+            features = self._features(bars)
+        finally:
+            self._memo = None
         trend = [c for c in features.columns if c.endswith(f"_{TREND}")]
         signs = np.sign(features[trend].to_numpy(dtype=np.float64))
         for col, sign in zip(trend, signs.T, strict=True):
