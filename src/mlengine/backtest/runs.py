@@ -43,6 +43,7 @@ __all__ = [
     "RunRecord",
     "list_runs",
     "load_run",
+    "read_json_object",
     "report_inputs",
     "runs_root",
     "save_run",
@@ -247,16 +248,7 @@ def load_run(run: str | Path, root: Path | None = None) -> RunRecord:
     path = _resolve(run, root)
     docs: dict[str, dict[str, Any]] = {}
     for name in _JSON_FILES:
-        file = path / f"{name}.json"
-        try:
-            doc = json.loads(file.read_text())
-        except FileNotFoundError:
-            raise RunError(f"{file}: missing from the run directory") from None
-        except (OSError, json.JSONDecodeError) as err:
-            raise RunError(f"{file}: cannot read JSON: {err}") from None
-        if not isinstance(doc, dict):
-            raise RunError(f"{file}: expected a JSON object, got {type(doc).__name__}")
-        docs[name] = doc
+        docs[name] = read_json_object(path / f"{name}.json", RunError, "the run directory")
     frames = {name: _read_parquet(path / f"{name}.parquet") for name in _FRAMES}
     names = docs["manifest"].get("explanations", [])  # absent in runs saved before them
     if not isinstance(names, list):
@@ -268,6 +260,20 @@ def load_run(run: str | Path, root: Path | None = None) -> RunRecord:
     run_id = str(docs["manifest"].get("run_id", path.name))
     parts: dict[str, Any] = {**docs, **frames, "explanations": explanations}
     return RunRecord(run_id=run_id, path=path, **parts)
+
+
+def read_json_object(file: Path, error: type[Exception], where: str) -> dict[str, Any]:
+    """The JSON object in ``file``; ``error`` names the file when it is missing from
+    ``where``, unreadable, or not an object."""
+    try:
+        doc = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise error(f"{file}: missing from {where}") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise error(f"{file}: cannot read JSON: {err}") from None
+    if not isinstance(doc, dict):
+        raise error(f"{file}: expected a JSON object, got {type(doc).__name__}")
+    return doc
 
 
 def _read_parquet(file: Path) -> pd.DataFrame:

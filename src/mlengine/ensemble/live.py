@@ -58,7 +58,7 @@ import xgboost as xgb
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mlengine.backtest.runs import _versions
+from mlengine.backtest.runs import _versions, read_json_object
 from mlengine.data.schema import MLEngineError, check_bar_frame
 from mlengine.ensemble.calibration import CalibrationError, Calibrator
 from mlengine.ensemble.gating import Gate, GateError, GateParams
@@ -516,12 +516,4 @@ def _span(ts: pd.DatetimeIndex, rows: np.ndarray) -> dict[str, Any]:
 
 
 def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(file.read_text())
-    except FileNotFoundError:
-        raise LiveEnsembleError(f"{file}: missing from the live ensemble directory") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise LiveEnsembleError(f"{file}: cannot read JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise LiveEnsembleError(f"{file}: expected a JSON object, got {type(doc).__name__}")
-    return doc
+    return read_json_object(file, LiveEnsembleError, "the live ensemble directory")
