@@ -102,7 +102,10 @@ class AttentionMaps:
         if self.pooling == "attention":
             if self.pooling_weights is None:
                 raise ExtractionError("attention pooling weights were not captured")
-            return np.einsum("nl,nlk->nk", self.pooling_weights.astype(np.float64), r)
+            # the weights come from a float32 softmax (rows sum to 1 within ~1e-7):
+            # renormalised in float64 so that each bar-importance row is a distribution
+            w = self.pooling_weights.astype(np.float64)
+            return np.einsum("nl,nlk->nk", w / w.sum(axis=1, keepdims=True), r)
         if self.pooling == "mean":
             return np.asarray(r.mean(axis=1))
         return np.asarray(r[:, -1, :])
