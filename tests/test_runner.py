@@ -149,3 +149,35 @@ def test_mlengine_run_resume_needs_a_config_or_a_run(tmp_path: Path) -> None:
     assert done.exit_code == 2 and "give a config file, or --resume RUN_ID" in done.output
     missing = CliRunner().invoke(app, ["run", "--resume", "nope"])
     assert missing.exit_code == 2 and "no run directory" in missing.output
+
+
+def test_fit_live_from_a_run_reuses_its_stored_jobs(tmp_path: Path) -> None:
+    from mlengine.ensemble.live import LiveEnsemble, live_dir
+
+    db = f"duckdb:///{(tmp_path / 'store.duckdb').as_posix()}"
+    with open_store(db) as store:
+        store.write_bars(datasets.load("eurusd_1h").iloc[:3200])
+    config = tmp_path / "run.yaml"
+    config.write_text(CONFIG.replace(
+        "  - {symbol: EURUSD, timeframe: 1h, start: 2017-01-01, end: 2017-07-31}\n"
+        "  - {symbol: BTCUSD, timeframe: 1h, start: 2018-01-01, end: 2018-07-31}\n",
+        "  - {symbol: EURUSD, timeframe: 1h}\n",
+    ))  # fmt: skip
+    runs = tmp_path / "data"
+    env = {"MLENGINE_DATA_DIR": str(runs)}
+    done = CliRunner().invoke(app, ["run", str(config), "--db", db], env=env)
+    assert done.exit_code == 0, done.output
+    (run,) = (runs / "runs").iterdir()
+    jobs = run / "jobs" / "EURUSD_1h"
+    stamps = {p: p.stat().st_mtime_ns for p in jobs.rglob("output.json")}
+    assert stamps
+    models = tmp_path / "models"
+    args = ["fit-live", "--symbol", "EURUSD", "--timeframe", "1h", "--run", run.name]
+    fitted = CliRunner().invoke(app, [*args, "--db", db, "--models", str(models)], env=env)
+    assert fitted.exit_code == 0, fitted.output
+    assert {p: p.stat().st_mtime_ns for p in jobs.rglob("output.json")} == stamps
+    live = LiveEnsemble.load(live_dir(models, "EURUSD", "1h"))
+    assert list(live.strategies) == ["msa", "tsmom"]
+    other = ["fit-live", "--symbol", "BTCUSD", "--timeframe", "1h", "--run", run.name]
+    missing = CliRunner().invoke(app, [*other, "--db", db, "--models", str(models)], env=env)
+    assert missing.exit_code == 2 and "has no asset BTCUSD_1h" in missing.output

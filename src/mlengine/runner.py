@@ -188,6 +188,15 @@ class ConfigRun:
         opened.config = config
         return opened
 
+    def jobs_dir(self, symbol: str, timeframe: str) -> Path:
+        """Where the run stores the finished jobs of a series (:class:`ConfigRunError`
+        when the series is not one of the run's assets)."""
+        key = f"{symbol}_{timeframe}"
+        if key not in self.manifest["assets"]:
+            known = ", ".join(self.manifest["assets"])
+            raise ConfigRunError(f"run {self.run_id} has no asset {key} (its assets: {known})")
+        return self.path / "jobs" / key
+
     def _write(self) -> None:
         self.manifest["updated_at"] = _now()
         file = self.path / "manifest.json"
@@ -227,7 +236,7 @@ class ConfigRun:
                     store=store,
                     save=self.path / "candidates",
                     report=self.path / "reports" / f"ensemble_{key}.html",
-                    jobs_dir=self.path / "jobs" / key,
+                    jobs_dir=self.jobs_dir(asset.symbol, asset.timeframe),
                     tags={"config_run": self.run_id},
                     progress=progress,
                 )

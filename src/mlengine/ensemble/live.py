@@ -255,11 +255,19 @@ def history_needed(
 # --- the ensemble ---------------------------------------------------------------------------
 
 
-def out_of_fold_stack(bars: pd.DataFrame, cfg: EnsembleConfig, *, progress: bool = True) -> Stack:
-    """The out-of-fold stack of the strategies, on the folds the ensemble pipeline uses."""
+def out_of_fold_stack(
+    bars: pd.DataFrame,
+    cfg: EnsembleConfig,
+    *,
+    jobs_dir: Path | None = None,
+    progress: bool = True,
+) -> Stack:
+    """The out-of-fold stack of the strategies, on the folds the ensemble pipeline uses;
+    with ``jobs_dir`` (a config run's ``jobs/<SYMBOL>_<TF>``), every job stored there with
+    the same inputs is reused instead of run again."""
     from mlengine.pipeline import level_one
 
-    _, predicted = level_one(bars, cfg, progress=progress)
+    _, predicted = level_one(bars, cfg, jobs_dir=jobs_dir, progress=progress)
     return stack(predicted, bars, cfg.horizon)
 
 
@@ -315,15 +323,19 @@ class LiveEnsemble:
         config: EnsembleConfig,
         *,
         stack: Stack | None = None,
+        jobs_dir: Path | None = None,
         progress: bool = True,
     ) -> LiveEnsemble:
         """Fit the gate and calibrator on the out-of-fold ``stack`` (computed from ``bars``
-        as the ensemble pipeline does when not given) and each strategy on all of ``bars``;
+        as the ensemble pipeline does when not given, reusing the jobs stored in ``jobs_dir``)
+        and each strategy on all of ``bars``;
         measure each strategy's history (:func:`history_needed`)."""
         from mlengine.pipeline import strategy_factory
 
         check_bar_frame(bars)
-        data = stack if stack is not None else out_of_fold_stack(bars, config, progress=progress)
+        data = stack
+        if data is None:
+            data = out_of_fold_stack(bars, config, jobs_dir=jobs_dir, progress=progress)
         if not data.index.isin(bars.index).all():
             raise LiveEnsembleError("the stack holds rows at bars that are not in bars")
         if list(data.probs.columns) != list(config.strategies):

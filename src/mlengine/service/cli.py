@@ -57,6 +57,13 @@ def fit_live(
             "'ensemble' section is used); default: the defaults.",
         ),
     ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(
+            help="A config run (id or directory): its ensemble settings, and its stored "
+            "strategy x fold jobs of this series reused instead of run again."
+        ),
+    ] = None,
     db: DbOption = None,
     models: ModelsOption = None,
 ) -> None:
@@ -66,9 +73,16 @@ def fit_live(
     from mlengine.data.store import open_store
     from mlengine.ensemble.live import LiveEnsemble, live_dir
     from mlengine.pipeline import EnsembleConfig, models_root, read_settings, validated
+    from mlengine.runner import ConfigRun
 
     try:
         config = EnsembleConfig()
+        jobs_dir = None
+        if run is not None and config_path is not None:
+            raise typer.BadParameter("give --config or --run, not both")
+        if run is not None:
+            opened = ConfigRun.open(run)
+            config, jobs_dir = opened.config.ensemble, opened.jobs_dir(symbol, timeframe)
         if config_path is not None:
             data = read_settings(config_path)
             section = data.get("ensemble", {}) if "assets" in data else data
@@ -77,7 +91,7 @@ def fit_live(
         with open_store(db) as store:
             bars = store.read_bars(symbol, timeframe)
         console.print(f"fitting the live ensemble of {symbol} {timeframe} on {len(bars):,} bars")
-        live = LiveEnsemble.fit(bars, config, progress=True)
+        live = LiveEnsemble.fit(bars, config, jobs_dir=jobs_dir, progress=True)
         live.save(target)
     except MLEngineError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False)
