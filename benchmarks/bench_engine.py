@@ -46,6 +46,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from _results import write_result
 from mlengine.backtest import CostModel, VolatilityTarget, run_backtest
 from mlengine.data.schema import make_bar_frame
 
@@ -508,10 +509,8 @@ def main(cases: set[int]) -> None:
         f"{ROUNDS * RUNS} timed warm runs each, taking turns, GC off; 'same' = same trades"
     )
     console.print("; ".join(notes))
-    out = ROOT / "results"
-    out.mkdir(exist_ok=True)
     name = "engine" if cases == ALL_CASES else "engine-case-" + "-".join(map(str, sorted(cases)))
-    (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
+    write_result(name, report)
 
 
 ALL_CASES = {1, 2, 3, 4, 5, 6}

@@ -32,12 +32,12 @@ import functools
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import talib
 
+from _results import write_result
 from _synthetic import random_walk_bars
 from _timing import best
 from mlengine.features import compute_features, feature_spec, list_features, list_groups
@@ -146,9 +146,7 @@ def main() -> None:
         "talib_calls": [{"call": call, "s": s} for call, s in per_call],
     }
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "features.json").write_text(json.dumps(result, indent=2))
+    write_result("features", result)
 
 
 if __name__ == "__main__":

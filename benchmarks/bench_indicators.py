@@ -25,9 +25,7 @@ ATR and ADX loop over the bars in Python).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +35,7 @@ import talib
 from rich.console import Console
 from rich.table import Table
 
+from _results import write_result
 from _synthetic import random_walk_bars
 from _timing import best_within
 from mlengine.features import feature_spec
@@ -199,10 +198,7 @@ def main() -> None:
         "total", f"{ours_total:.4f}", f"{peer_total:.4f}", f"{ours_total / peer_total:.4f}"
     )
     Console(width=160).print(table)
-    out = Path(__file__).parent / "results" / "indicators.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("indicators", payload)
 
 
 if __name__ == "__main__":

@@ -40,10 +40,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from pathlib import Path
 
 import numpy as np
 
+from _results import write_result
 from _timing import best
 from mlengine import datasets
 from mlengine.parallel import THREAD_ENV_VARS, run_jobs
@@ -253,9 +253,7 @@ def main() -> None:
         "shared_machine": True,
     }
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "jobs.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result("jobs", result)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ Run: ``.venv/bin/python benchmarks/bench_resample.py``. Prints seconds and the r
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
+from _results import write_result
 from _synthetic import random_walk_bars
 from _timing import best
 from mlengine.data.resample import resample
@@ -30,9 +30,7 @@ def main() -> None:
     peer = best(lambda: _pandas(bars), REPEAT)
     result = {"bars": N, "mlengine_s": ours, "pandas_s": peer, "ratio": ours / peer}
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "resample.json").write_text(json.dumps(result, indent=2))
+    write_result("resample", result)
 
 
 if __name__ == "__main__":

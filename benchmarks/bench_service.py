@@ -34,14 +34,14 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from _results import RESULTS_DIR, write_result
 from mlengine import datasets
 from mlengine.ensemble.live import LiveEnsemble, live_dir
 from mlengine.pipeline import EnsembleConfig
 from mlengine.service.app import ServiceSettings, create_app
 
 GOAL_P99_MS = 50.0
-RESULTS = Path(__file__).parent / "results" / "service.json"
-MODELS = Path(__file__).parent / "results" / "service_models"
+MODELS = RESULTS_DIR / "service_models"
 
 
 def live_ensemble(bars: pd.DataFrame, refit: bool, console: Console) -> LiveEnsemble:
@@ -150,8 +150,7 @@ def main() -> None:
         "logged": not args.no_log,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    out = write_result("service", result)
     names = ", ".join(live.strategies)
     table = Table(title=f"POST /predict, {n} requests of {need} bars ({names})")
     for col in ("", "p50 ms", "p99 ms"):
@@ -161,7 +160,7 @@ def main() -> None:
     table.add_row("ratio", f"{p50 / d50:.2f}", f"{p99 / d99:.2f}")
     console.print(table)
     verdict = "meets" if p99 <= GOAL_P99_MS else "misses"
-    console.print(f"p99 {p99:.1f} ms {verdict} the goal of {GOAL_P99_MS:.0f} ms; wrote {RESULTS}")
+    console.print(f"p99 {p99:.1f} ms {verdict} the goal of {GOAL_P99_MS:.0f} ms; wrote {out}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ the prices). Prints a Rich table and writes ``benchmarks/results/store.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -29,11 +28,11 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
+from _results import write_result
 from mlengine.data.schema import make_bar_frame
 from mlengine.data.store import open_store
 
 GOALS = {"duckdb": 1_000_000, "postgresql": 200_000}  # write rows/s
-RESULTS = Path(__file__).parent / "results" / "store.json"
 
 
 def random_walk_bars(n: int, seed: int = 42) -> pd.DataFrame:
@@ -123,7 +122,6 @@ def main() -> None:
     console = Console(width=120)
     console.print(table)
     console.print("rows/s; insert = 1M new bars into an empty table, the write goal's case")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "rows": args.rows,
         "repeat": args.repeat,
@@ -131,8 +129,7 @@ def main() -> None:
         "versions": {"duckdb": duckdb.__version__, "psycopg": psycopg.__version__},
         "results": results,
     }
-    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_result("store", payload)
 
 
 if __name__ == "__main__":

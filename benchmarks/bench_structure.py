@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from pathlib import Path
 
+from _results import write_result
 from _synthetic import random_walk_bars
 from _timing import best
 from mlengine.features import compute_features
@@ -50,9 +50,7 @@ def main() -> None:
         "meets_goal": total <= GOAL_S,
     }
     print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "structure.json").write_text(json.dumps(result, indent=2))
+    write_result("structure", result)
 
 
 if __name__ == "__main__":

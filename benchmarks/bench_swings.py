@@ -27,8 +27,6 @@ Each figure is the best of ``REPEAT`` runs after a warm-up (numba compilation).
 from __future__ import annotations
 
 import functools
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from scipy.signal import argrelextrema
 
+from _results import write_result
 from _synthetic import random_walk_bars
 from _timing import best
 from mlengine.features.structure import swings
@@ -177,10 +176,7 @@ def main() -> None:
             str(a["same_inside_edges"]),
         )
     Console(width=120).print(table)
-    out = Path(__file__).parent / "results" / "swings.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("swings", result)
 
 
 if __name__ == "__main__":

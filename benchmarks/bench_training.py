@@ -31,7 +31,6 @@ import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,7 @@ import xgboost
 from rich.console import Console
 from rich.table import Table
 
+from _results import write_result
 from mlengine import datasets
 from mlengine.strategies import registry
 from mlengine.strategies.base import Strategy
@@ -180,10 +180,7 @@ def main() -> None:
         "1",
     )
     Console(width=120).print(table)
-    out = Path(__file__).parent / "results" / "training.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("training", payload)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
+from _results import write_result
 from mlengine import datasets
 from mlengine.pipeline import evaluate, strategy_factory
 from mlengine.strategies import registry
@@ -60,9 +60,7 @@ def main() -> None:
         },
     }
     print(json.dumps(result, indent=2, default=str))
-    out = Path(__file__).parent / "results" / f"walkforward_{args.strategy}_{args.dataset}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+    write_result(f"walkforward_{args.strategy}_{args.dataset}", result)
 
 
 if __name__ == "__main__":
