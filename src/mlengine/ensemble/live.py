@@ -62,7 +62,14 @@ from mlengine.backtest.runs import _versions, read_json_object
 from mlengine.data.schema import MLEngineError, check_bar_frame
 from mlengine.ensemble.calibration import CalibrationError, Calibrator
 from mlengine.ensemble.gating import Gate, GateError, GateParams
-from mlengine.ensemble.metamodel import CONTEXT_WINDOW, Stack, fit_gate, stack, stack_features
+from mlengine.ensemble.metamodel import (
+    CONTEXT_WINDOW,
+    Stack,
+    fit_gate,
+    numeric_columns,
+    stack,
+    stack_features,
+)
 from mlengine.strategies import registry
 from mlengine.strategies.base import Strategy, strategy_params
 
@@ -188,34 +195,21 @@ class LivePrediction:
 # --- history --------------------------------------------------------------------------------
 
 
-def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
-    """``p_up`` and the numeric / boolean diagnostics of a prediction frame, as float64."""
-    cols = {
-        c: frame[c].astype(np.float64)
-        for c in frame.columns
-        if pd.api.types.is_bool_dtype(frame[c]) or pd.api.types.is_numeric_dtype(frame[c])
-    }
-    return pd.DataFrame(cols, index=frame.index)
-
-
 def _diagnostics(row: pd.DataFrame) -> dict[str, float]:
     """The finite numeric / boolean diagnostics of a one-row prediction frame (``p_up``
     left out), read column by column: a frame conversion costs more than the row."""
     out = {}
-    for col in row.columns:
-        values = row[col]
-        if col == "p_up" or not (
-            pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values)
-        ):
-            continue
-        value = float(values.to_numpy()[0])
-        if math.isfinite(value):
+    for col in numeric_columns(row):
+        value = float(row[col].to_numpy()[0])
+        if col != "p_up" and math.isfinite(value):
             out[str(col)] = value
     return out
 
 
 def _same(a: pd.DataFrame, b: pd.DataFrame, atol: float) -> bool:
-    x, y = _numeric(a).to_numpy(), _numeric(b).to_numpy()
+    """Whether ``p_up`` and the numeric diagnostics of two prediction frames agree."""
+    x = a[numeric_columns(a)].to_numpy(dtype=np.float64)
+    y = b[numeric_columns(b)].to_numpy(dtype=np.float64)
     if x.shape != y.shape:
         return False
     return bool(np.isclose(x, y, rtol=atol, atol=atol, equal_nan=True).all())

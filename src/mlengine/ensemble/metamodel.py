@@ -60,6 +60,7 @@ __all__ = [
     "direction_labels",
     "fit_gate",
     "fit_predict",
+    "numeric_columns",
     "stack",
     "stack_features",
 ]
@@ -143,14 +144,18 @@ class Stack:
         return pd.DatetimeIndex(self.probs.index)
 
 
+def numeric_columns(frame: pd.DataFrame) -> list[Any]:
+    """The columns of ``frame`` that are numbers or booleans (what the gate can read)."""
+    is_number = pd.api.types.is_numeric_dtype
+    return [c for c in frame.columns if pd.api.types.is_bool_dtype(frame[c]) or is_number(frame[c])]
+
+
 def _numeric_diagnostics(name: str, pred: pd.DataFrame) -> pd.DataFrame:
-    cols = {}
-    for col in pred.columns:
-        if col in ("p_up", "fold"):
-            continue
-        values = pred[col]
-        if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-            cols[f"{name}.{col}"] = values.astype(np.float64)
+    cols = {
+        f"{name}.{col}": pred[col].astype(np.float64)
+        for col in numeric_columns(pred)
+        if col not in ("p_up", "fold")
+    }
     return pd.DataFrame(cols, index=pred.index)
 
 
