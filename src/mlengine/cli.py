@@ -320,6 +320,15 @@ CommissionOption = Annotated[float, typer.Option(help="Commission, bps of notion
 SpreadOption = Annotated[float, typer.Option(help="Spread, bps (half paid each side).")]
 SlippageOption = Annotated[float, typer.Option(help="Slippage, bps.")]
 SeedOption = Annotated[int, typer.Option(help="Base seed (fold k uses seed + k).")]
+ExecutorOption = Annotated[
+    str | None, typer.Option(help="Where the jobs run: serial, local (processes) or ray.")
+]
+AddressOption = Annotated[
+    str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001).")
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(min=1, help="Jobs at once (default: cores, or the cluster's).")
+]
 
 
 @app.command()
@@ -481,8 +490,9 @@ def ensemble(
         str | None,
         typer.Option(help="Provider chain asked at the ensemble's entries, e.g. local,rules."),
     ] = None,
-    executor: Annotated[str | None, typer.Option(help="serial or local (processes).")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes (default: cores).")] = None,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
+    workers: WorkersOption = None,
     seed: Annotated[int | None, typer.Option(help="Base seed.")] = None,
     out: Annotated[Path | None, typer.Option(help="Comparison report (HTML) path.")] = None,
     db: DbOption = None,
@@ -501,6 +511,7 @@ def ensemble(
                 "calibration": calibration,
                 "llm": llm,
                 "executor": executor,
+                "address": address,
                 "workers": workers,
                 "seed": seed,
             },
@@ -653,11 +664,9 @@ def run_config(
         str | None,
         typer.Option(help="Finish this run (id or directory): skip its finished jobs."),
     ] = None,
-    executor: Annotated[str | None, typer.Option(help="serial, local or ray.")] = None,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001).")
-    ] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Parallel jobs.")] = None,
+    executor: ExecutorOption = None,
+    address: AddressOption = None,
+    workers: WorkersOption = None,
     db: DbOption = None,
 ) -> None:
     """One run from a config file: for each asset, the ensemble pipeline (strategies
