@@ -239,3 +239,34 @@ def test_empty_jobs_give_an_empty_list():
 
 def test_default_workers_is_a_positive_count():
     assert 1 <= default_workers() <= (os.cpu_count() or 1)
+
+
+NUMBA_MAIN = """
+import numba  # loaded by the main module, so again in every spawned worker
+from mlengine.parallel import run_jobs
+
+def job(x):
+    @numba.njit
+    def twice(v):
+        return 2 * v
+    return twice(x), numba.get_num_threads()
+
+if __name__ == "__main__":
+    print(run_jobs(job, [1, 2], executor="local", workers=2, progress=False))
+"""
+
+
+def test_workers_compile_numba_when_the_main_module_loaded_it(tmp_path):
+    # numba refuses a changed NUMBA_NUM_THREADS once its pool runs: a worker that set the
+    # variable after the main module's re-import loaded numba failed every compilation
+    import subprocess
+    import sys
+
+    script = tmp_path / "numba_main.py"
+    script.write_text(NUMBA_MAIN)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    threads = max(1, default_workers() // 2)
+    assert done.stdout.strip().splitlines()[-1] == str([(2, threads), (4, threads)])

@@ -154,15 +154,18 @@ def _describe(exc: BaseException) -> str:
 
 def _limit_threads(threads: int) -> None:
     """Worker initializer: at most ``threads`` threads per numeric library in this worker."""
+    numba = sys.modules.get("numba")
     for name in THREAD_ENV_VARS:
-        os.environ[name] = str(threads)
+        # numba re-reads its variable at every compilation and refuses a pool size other than
+        # the one it started with: once loaded, it keeps its variable and is told below
+        if not (numba is not None and name == "NUMBA_NUM_THREADS"):
+            os.environ[name] = str(threads)
     # a library imported from here on reads the variables above; one already loaded (by the
     # re-import of the parent's main module) is told directly — importing torch here only to
     # set it would cost every worker seconds of start-up
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(threads)
-    numba = sys.modules.get("numba")
     if numba is not None:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
