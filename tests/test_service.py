@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -194,12 +195,69 @@ def test_nan_is_422(client: TestClient, bars: pd.DataFrame, models: Path) -> Non
     assert "bars.0.close" in detail
 
 
-def test_too_few_bars_is_422_with_the_minimum(
-    client: TestClient, bars: pd.DataFrame, models: Path
+def test_too_few_bars_with_nothing_stored_is_422_with_the_minimum(
+    duckdb_url: str, models: Path, runs: tuple[Path, str], bars: pd.DataFrame
 ) -> None:
+    client = _app(duckdb_url, models, runs)  # an empty store
     tail = _tail(bars, models)
-    detail = _error(client.post("/predict", json=_body(tail.iloc[1:])), 422)
-    assert f"needs at least {len(tail)}" in detail
+    detail = _error(client.post("/predict", json=_body(tail.iloc[-5:])), 422)
+    assert f"needs {len(tail)} bars" in detail and "5 given for SYN 1h" in detail
+
+
+def _stored(duckdb_url: str, bars: pd.DataFrame) -> None:
+    with open_store(duckdb_url) as store:
+        store.write_bars(bars)
+
+
+def test_one_new_bar_takes_its_history_from_the_store_then_from_memory(
+    duckdb_url: str, models: Path, runs: tuple[Path, str], bars: pd.DataFrame
+) -> None:
+    live = LiveEnsemble.load(live_dir(models, "SYN", "1h"))
+    need = live.min_bars
+    _stored(duckdb_url, bars.iloc[:-2])
+    client = _app(duckdb_url, models, runs, log_signals=False)
+    first = client.post("/predict", json=_body(bars.iloc[-2:-1])).json()
+    assert first["history_added"] == need - 1
+    assert first["p_up"] == live.predict(bars.iloc[-need - 1 : -1]).p_up
+    # the next bar needs no store: the service kept the history
+    with open_store(duckdb_url) as store:
+        store.delete_series("SYN", "1h")
+    second = client.post("/predict", json=_body(bars.iloc[-1:])).json()
+    assert second["history_added"] == need - 1
+    assert second["p_up"] == live.predict(bars.iloc[-need:]).p_up
+    # a revised bar replaces the kept one: a wrong close, then the right one again
+    wrong = bars.iloc[-1:].copy()
+    wrong[["open", "high", "low", "close"]] *= 0.5
+    revised = client.post("/predict", json=_body(wrong)).json()
+    again = client.post("/predict", json=_body(bars.iloc[-1:])).json()
+    assert revised["strategies"] != again["strategies"] == second["strategies"]
+    assert again["p_up"] == second["p_up"]
+
+
+def test_bars_imported_after_the_kept_ones_fill_the_gap(
+    duckdb_url: str, models: Path, runs: tuple[Path, str], bars: pd.DataFrame
+) -> None:
+    need = LiveEnsemble.load(live_dir(models, "SYN", "1h")).min_bars
+    _stored(duckdb_url, bars.iloc[:-10])
+    client = _app(duckdb_url, models, runs, log_signals=False)
+    assert client.post("/predict", json=_body(bars.iloc[-10:-9])).status_code == 200
+    _stored(duckdb_url, bars.iloc[-9:-1])  # imported meanwhile
+    out = client.post("/predict", json=_body(bars.iloc[-1:])).json()
+    direct = LiveEnsemble.load(live_dir(models, "SYN", "1h")).predict(bars.iloc[-need:])
+    assert out["history_added"] == need - 1 and out["p_up"] == direct.p_up
+
+
+def test_a_gap_in_the_history_beyond_max_gap_is_422_naming_it(
+    duckdb_url: str, models: Path, runs: tuple[Path, str], bars: pd.DataFrame
+) -> None:
+    _stored(duckdb_url, bars.iloc[:-30])
+    client = _app(duckdb_url, models, runs, max_gap=timedelta(hours=24))
+    detail = _error(client.post("/predict", json=_body(bars.iloc[-1:])), 422)
+    assert f"no bar from {bars.index[-31].isoformat()} to {bars.index[-1].isoformat()}" in detail
+    assert "a gap of 1 days 06:00:00, more than the 1 days 00:00:00 allowed" in detail
+    # within the allowed gap (a market closure) the stored history is used as it is
+    client = _app(duckdb_url, models, runs, max_gap=timedelta(hours=48))
+    assert client.post("/predict", json=_body(bars.iloc[-1:])).status_code == 200
 
 
 def test_unknown_symbol_is_404_naming_the_directory(

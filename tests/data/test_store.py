@@ -111,6 +111,46 @@ def test_read_range_is_half_open_and_an_empty_range_gives_an_empty_frame(store: 
     assert empty.attrs["symbol"] == "SYN"
 
 
+def test_last_bars_are_the_newest_n_before_a_time(store: Store) -> None:
+    bars = synthetic(48)
+    store.write_bars([bars, synthetic(60, symbol="OTHER", seed=1)])
+    pd.testing.assert_frame_equal(store.read_last_bars("SYN", "1h", 10), bars.iloc[-10:])
+    part = store.read_last_bars("SYN", "1h", 5, before=bars.index[20])
+    pd.testing.assert_frame_equal(part, bars.iloc[15:20])
+    # fewer stored than asked: all of them; none before the first bar: an empty frame
+    pd.testing.assert_frame_equal(store.read_last_bars("SYN", "1h", 100), bars)
+    pd.testing.assert_frame_equal(
+        store.read_last_bars("SYN", "1h", 100, before=bars.index[3]), bars.iloc[:3]
+    )
+    empty = store.read_last_bars("SYN", "1h", 4, before=bars.index[0])
+    assert empty.empty and empty.attrs["symbol"] == "SYN"
+    with pytest.raises(SeriesNotFoundError, match="'NOPE'"):
+        store.read_last_bars("NOPE", "1h", 3)
+    with pytest.raises(StoreError, match="n must be a positive integer, got 0"):
+        store.read_last_bars("SYN", "1h", 0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    hours=st.lists(st.integers(0, 300), min_size=1, max_size=60, unique=True),
+    n=st.integers(1, 70),
+    before=st.none() | st.integers(0, 310),
+)
+def test_property_last_bars_equal_the_tail_of_a_range_read(hours, n, before) -> None:
+    idx = pd.Timestamp("2022-01-01", tz="UTC") + pd.to_timedelta(sorted(hours), unit="h")
+    vals = np.arange(1.0, len(idx) + 1.0)
+    bars = make_bar_frame(idx, {c: vals for c in OHLCV}, symbol="P", timeframe="1h")
+    end = (
+        None
+        if before is None
+        else pd.Timestamp("2022-01-01", tz="UTC") + pd.Timedelta(hours=before)
+    )
+    with open_store("duckdb:///:memory:") as s:
+        s.write_bars(bars)
+        expected = s.read_bars("P", "1h", end=end).iloc[-n:]
+        pd.testing.assert_frame_equal(s.read_last_bars("P", "1h", n, before=end), expected)
+
+
 def test_unknown_series_raises_not_found_naming_it(store: Store) -> None:
     store.write_bars(synthetic(5))
     with pytest.raises(SeriesNotFoundError, match=r"'NOPE'.*'4h'"):

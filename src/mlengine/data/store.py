@@ -243,12 +243,32 @@ class Store(ABC):
             ts_us, vals = tx.read_bar_arrays(where, params, None)
             if len(ts_us) == 0:
                 self._require_series(tx, symbol, tf)
-        return make_bar_frame(
-            pd.to_datetime(ts_us, unit="us", utc=True),
-            {c: vals[:, i] for i, c in enumerate(OHLCV)},
-            symbol=symbol,
-            timeframe=tf,
-        )
+        return _bar_frame(symbol, tf, ts_us, vals)
+
+    def read_last_bars(
+        self, symbol: str, timeframe: str | Timeframe, n: int, before: object = None
+    ) -> pd.DataFrame:
+        """The newest ``n`` bars of one series (all of them when it holds fewer), with
+        ``ts < before`` when ``before`` is given: the history a live prediction needs, read
+        in one query whatever the series' length."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise StoreError(f"read_last_bars: n must be a positive integer, got {n!r}")
+        symbol, tf = check_symbol(symbol), Timeframe.parse(timeframe).name
+        where, params = "symbol = ? AND timeframe = ?", list[Any]([symbol, tf])
+        if before is not None:
+            where, params = where + " AND ts < ?", [*params, _py_ts(as_utc(before))]
+        # the n-th newest time of the matching rows, or their first when there are fewer
+        # (``where`` is this method's own text: every value is a parameter)
+        table = "market_data.ohlcv"
+        start = f"(SELECT ts FROM {table} WHERE {where} ORDER BY ts DESC LIMIT 1 OFFSET {n - 1})"  # noqa: S608
+        first = f"(SELECT min(ts) FROM {table} WHERE {where})"  # noqa: S608
+        with self._tx() as tx:
+            ts_us, vals = tx.read_bar_arrays(
+                f"{where} AND ts >= coalesce({start}, {first})", [*params, *params, *params], None
+            )
+            if len(ts_us) == 0:
+                self._require_series(tx, symbol, tf)
+        return _bar_frame(symbol, tf, ts_us, vals)
 
     def iter_bar_arrays(
         self, symbol: str, timeframe: str | Timeframe, chunk_rows: int = _READ_CHUNK
@@ -389,6 +409,15 @@ class Store(ABC):
             else:
                 data[col.name] = values
         return pd.DataFrame(data, columns=names)
+
+
+def _bar_frame(symbol: str, timeframe: str, ts_us: np.ndarray, vals: np.ndarray) -> pd.DataFrame:
+    return make_bar_frame(
+        pd.to_datetime(ts_us, unit="us", utc=True),
+        {c: vals[:, i] for i, c in enumerate(OHLCV)},
+        symbol=symbol,
+        timeframe=timeframe,
+    )
 
 
 def _py_ts(ts: pd.Timestamp) -> datetime:

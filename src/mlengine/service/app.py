@@ -7,7 +7,9 @@ Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
 * ``GET /signals/{symbol}?timeframe=`` — the latest decision logged in ``ml.llm_signals``
   for the series, with the ensemble probability stored in ``ml.predictions`` for its bar
   (the live prediction it was made with, else the newest run's);
-* ``POST /predict`` — bars in; each strategy's probability, the gate's weights, the
+* ``POST /predict`` — the newest bars in (one is enough: the service adds the history the
+  ensemble needs from the bars earlier requests sent and from the store,
+  :mod:`mlengine.service.history`); each strategy's probability, the gate's weights, the
   calibrated ensemble probability, and a decision of the provider chain
   (:class:`mlengine.llm.decision.DecisionMaker`); with ``log_signals`` the decision goes to
   ``ml.llm_signals`` and the predictions to ``ml.predictions`` (run id :data:`LIVE_RUN`),
@@ -58,6 +60,7 @@ from mlengine.ensemble.live import (
     LivePrediction,
     live_dir,
 )
+from mlengine.service.history import MAX_GAP, BarHistory, HistoryError
 from mlengine.service.schemas import (
     Asset,
     AssetsResponse,
@@ -100,7 +103,8 @@ class ServiceError(MLEngineError):
 class ServiceSettings(BaseModel):
     """Where the service reads and writes: the store (``None``: ``MLENGINE_DB_URL`` or the
     DuckDB file under the data dir), the live models and run directories (``None``: under
-    the data dir), the API keys (empty: no auth), and whether ``POST /predict`` logs."""
+    the data dir), the API keys (empty: no auth), whether ``POST /predict`` logs, and the
+    longest gap allowed before a request's bars (:class:`BarHistory`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -109,6 +113,8 @@ class ServiceSettings(BaseModel):
     runs_dir: Path | None = None
     api_keys: tuple[str, ...] = ()
     log_signals: bool = True
+    #: the longest time between the history the service has and the first bar of a request
+    max_gap: timedelta = MAX_GAP.to_pytimedelta()
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ServiceSettings:
@@ -121,8 +127,8 @@ class ServiceSettings(BaseModel):
 
 class _State:
     """What the app keeps between requests: the store (opened on first use), the loaded
-    live ensembles and the decision makers (one per provider chain, so that their circuit
-    breakers remember failures)."""
+    live ensembles, the recent bars of each series and the decision makers (one per
+    provider chain, so that their circuit breakers remember failures)."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         from mlengine.pipeline import models_root
@@ -132,6 +138,7 @@ class _State:
         self._store: Store | None = None
         self._ensembles: dict[tuple[str, str], LiveEnsemble] = {}
         self._makers: dict[str, Any] = {}
+        self.history = BarHistory(self.store, max_gap=pd.Timedelta(settings.max_gap))
         self._lock = threading.Lock()  # the store and the decision makers
         self._loading = threading.Lock()  # loading a live ensemble takes a while: its own
 
@@ -446,18 +453,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         tags=["signals"],
     )
     def predict(body: PredictRequest, background: BackgroundTasks) -> PredictResponse:
-        """The live ensemble's prediction at the last of ``bars`` and a decision on it."""
+        """The live ensemble's prediction at the last of ``bars`` and a decision on it; the
+        history before the given bars comes from earlier requests and the store."""
         from mlengine.llm.formatter import build_context
 
         live = state.ensemble(body.symbol, body.timeframe)
-        if len(body.bars) < live.min_bars:
-            raise ServiceError(
-                422,
-                "invalid input",
-                f"bars: {len(body.bars)} bars given, the live ensemble of {body.symbol} "
-                f"{body.timeframe} needs at least {live.min_bars} (the last one is predicted)",
-            )
-        bars = _frame(body)
+        try:
+            completed = state.history.complete(_frame(body), live.min_bars)
+        except HistoryError as err:
+            raise ServiceError(422, "invalid input", str(err)) from None
+        bars = completed.bars
         pred = live.predict(bars)
         context = build_context(
             bars.iloc[-_CONTEXT_BARS:],
@@ -480,6 +485,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             p_raw=pred.p_raw,
             p_up=pred.p_up,
             decision=_decision(record),
+            history_added=completed.added,
             logged=state.settings.log_signals,
         )
 

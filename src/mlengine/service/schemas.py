@@ -67,8 +67,11 @@ class BarIn(BaseModel):
 
 
 class PredictRequest(BaseModel):
-    """Bars of one series, oldest first, ending with the bar to decide on; ``providers``:
-    the decision chain (comma-separated, e.g. ``"local,rules"``)."""
+    """The newest bars of one series, oldest first, ending with the bar to decide on — one
+    new bar is enough: the service adds the history the live ensemble needs from the bars
+    earlier requests sent and from the store (:mod:`mlengine.service.history`); given bars
+    replace those it has at the same times. ``providers``: the decision chain
+    (comma-separated, e.g. ``"local,rules"``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -185,6 +188,10 @@ class PredictResponse(BaseModel):
     p_raw: float = Field(description="the gate's mixture before calibration")
     p_up: float = Field(description="the calibrated ensemble probability that price rises")
     decision: DecisionOut
+    history_added: int = Field(
+        description="bars of history the service added before the given ones (sent by earlier "
+        "requests or read from the store)"
+    )
     logged: bool = Field(
         description="the decision and predictions are written to the store (after the response)"
     )
