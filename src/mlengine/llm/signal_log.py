@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ __all__ = [
     "TEXT_CAP",
     "SignalLogError",
     "log_decision",
+    "log_decisions",
     "read_decisions",
 ]
 
@@ -267,7 +268,14 @@ def log_decision(store: Store, record: Mapping[str, Any]) -> None:
     other keys of :data:`COLUMNS` are optional. Raises :class:`SignalLogError` naming the
     offending key.
     """
-    store.insert_records(TABLE, [_row(record)])
+    log_decisions(store, [record])
+
+
+def log_decisions(store: Store, records: Sequence[Mapping[str, Any]]) -> int:
+    """Check every record as :func:`log_decision` does, then append them all to
+    ``ml.llm_signals`` in one transaction (one bad record: nothing written); returns the
+    number of rows written."""
+    return store.insert_records(TABLE, [_row(record) for record in records])
 
 
 def read_decisions(

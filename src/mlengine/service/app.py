@@ -13,7 +13,7 @@ Routes (OpenAPI at ``/openapi.json``, docs at ``/docs``):
   calibrated ensemble probability, and a decision of the provider chain
   (:class:`mlengine.llm.decision.DecisionMaker`); with ``log_signals`` the decision goes to
   ``ml.llm_signals`` and the predictions to ``ml.predictions`` (run id :data:`LIVE_RUN`),
-  written after the response is sent.
+  in batches by a background thread (:mod:`mlengine.service.writer`).
   The live ensemble of the series (:func:`mlengine.ensemble.live.live_dir`) is loaded once
   and kept;
 * ``GET /runs/{run_id}`` — a stored run's config, metrics and verdict.
@@ -42,7 +42,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-from fastapi import BackgroundTasks, Depends, FastAPI, Query, Request, Security
+from fastapi import Depends, FastAPI, Query, Request, Security
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -75,6 +75,7 @@ from mlengine.service.schemas import (
     StrategyPrediction,
     finite,
 )
+from mlengine.service.writer import SignalWriter
 
 __all__ = ["API_KEY_HEADER", "LIVE_RUN", "ServiceError", "ServiceSettings", "create_app"]
 
@@ -139,6 +140,7 @@ class _State:
         self._ensembles: dict[tuple[str, str], LiveEnsemble] = {}
         self._makers: dict[str, Any] = {}
         self.history = BarHistory(self.store, max_gap=pd.Timedelta(settings.max_gap))
+        self.writer = SignalWriter(self.store)
         self._lock = threading.Lock()  # the store and the decision makers
         self._loading = threading.Lock()  # loading a live ensemble takes a while: its own
 
@@ -189,6 +191,7 @@ class _State:
         return len(self._ensembles)
 
     def close(self) -> None:
+        self.writer.close()
         with self._lock:
             if self._store is not None:
                 self._store.close()
@@ -417,6 +420,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         probability stored for its bar."""
         from mlengine.llm.signal_log import read_decisions
 
+        state.writer.flush()  # the decisions of earlier requests are readable
         store = state.store()
         rows = read_decisions(store, symbol=symbol, timeframe=timeframe)
         if rows.empty:
@@ -452,7 +456,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         responses=_responses(401, 404, 422, 500, 503),
         tags=["signals"],
     )
-    def predict(body: PredictRequest, background: BackgroundTasks) -> PredictResponse:
+    def predict(body: PredictRequest) -> PredictResponse:
         """The live ensemble's prediction at the last of ``bars`` and a decision on it; the
         history before the given bars comes from earlier requests and the store."""
         from mlengine.llm.formatter import build_context
@@ -470,9 +474,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             ensemble=pred.ensemble_frame(),
         )
         record = state.maker(body.providers).decide(context)
-        if state.settings.log_signals:
-            # written after the response is sent: the client does not wait for the store
-            background.add_task(_log, state, record.to_log(), _prediction_rows(pred))
+        if state.settings.log_signals:  # written by the writer's thread: no wait here
+            state.writer.put(record.to_log(), _prediction_rows(pred))
         return PredictResponse(
             symbol=pred.symbol,
             timeframe=pred.timeframe,
@@ -518,19 +521,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         )
 
     return app
-
-
-def _log(state: _State, decision: dict[str, Any], predictions: pd.DataFrame) -> None:
-    """Write a decision to ``ml.llm_signals`` and its predictions to ``ml.predictions``; a
-    failure is logged here (the client already has its answer)."""
-    from mlengine.llm.signal_log import log_decision
-
-    try:
-        store = state.store()
-        log_decision(store, decision)
-        store.insert_records("ml.predictions", predictions)
-    except Exception:
-        log.exception("could not log the decision of %s %s", decision["symbol"], decision["ts"])
 
 
 def _frame(body: PredictRequest) -> pd.DataFrame:
