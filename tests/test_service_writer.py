@@ -4,6 +4,7 @@ record loses only itself (logged with its series and bar), an unreachable store 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -94,4 +95,31 @@ def test_an_unreachable_store_is_logged_not_raised(caplog: pytest.LogCaptureFixt
         writer.flush()
     assert "could not log 1 decisions: no store" in caplog.text
     assert "cannot reach postgresql://nowhere" in caplog.text
+    writer.close()
+
+
+def test_requests_within_the_linger_are_one_batch_and_written_without_a_flush(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, int]] = []
+    insert = store.insert_records
+
+    def counted(table: str, records: Any) -> int:
+        calls.append((table, len(records)))
+        return insert(table, records)
+
+    monkeypatch.setattr(store, "insert_records", counted)
+    writer = SignalWriter(lambda: store, linger=60.0)
+    for i in range(10):
+        writer.put(decision(i), predictions(i))
+    writer.flush()  # writes at once, whatever the linger
+    assert calls == [("ml.llm_signals", 10), ("ml.predictions", 20)]
+    writer.close()
+    writer = SignalWriter(lambda: store, linger=0.05)
+    writer.put(decision(10), predictions(10))
+    for _ in range(200):  # written once the linger has passed, with no flush
+        if len(calls) == 4:
+            break
+        time.sleep(0.05)
+    assert calls[2:] == [("ml.llm_signals", 1), ("ml.predictions", 2)]
     writer.close()

@@ -4,16 +4,17 @@ store from one background thread, in batches.
 A store write costs a transaction (tens of milliseconds on DuckDB), more than a prediction
 takes once the models are loaded; done per request, even after the response, it would take
 that time from the requests that follow. :class:`SignalWriter` queues each request's
-decision and prediction rows (:meth:`~SignalWriter.put`, which returns at once) and a
-daemon thread writes whatever has queued up in two transactions — ``ml.llm_signals`` and
-``ml.predictions`` — then waits for more. :meth:`~SignalWriter.flush` waits until all that
-was queued is written (the service calls it before reading signals back, so a client reads
-its own writes); :meth:`~SignalWriter.close` flushes and stops the thread (at shutdown).
+decision and prediction rows (:meth:`~SignalWriter.put`, which returns at once); a daemon
+thread collects them for up to ``linger`` seconds after the first (or :data:`BATCH` of them)
+and writes them in two transactions — ``ml.llm_signals`` and ``ml.predictions`` — then
+waits for more. :meth:`~SignalWriter.flush` writes at once and waits until all that was
+queued is written (the service calls it before reading signals back, so a client reads its
+own writes); :meth:`~SignalWriter.close` flushes and stops the thread (at shutdown).
 
 A batch that fails is written again one request at a time, so that one bad record or a
 transient error loses only what cannot be written; each failure is logged with the series
 and bar. What is queued when the process dies without shutting down is lost: at most the
-requests of the last batch.
+requests of the last ``linger`` seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,10 @@ log = logging.getLogger("mlengine.service")
 
 #: Most requests written in one batch.
 BATCH = 256
+#: Seconds a batch waits for more requests after its first.
+LINGER = 0.5
+#: Queue marks: write what is collected now; stop.
+_FLUSH, _STOP = object(), object()
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,10 @@ class _Item:
 class SignalWriter:
     """Writes queued decisions and predictions to the store of ``store()`` (module docs)."""
 
-    def __init__(self, store: Callable[[], Store]) -> None:
+    def __init__(self, store: Callable[[], Store], *, linger: float = LINGER) -> None:
         self._store = store
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self.linger = linger
+        self._queue: queue.Queue[object] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start = threading.Lock()
 
@@ -63,7 +70,10 @@ class SignalWriter:
         self._queue.put(_Item(decision, predictions))
 
     def flush(self) -> None:
-        """Wait until everything queued so far is written (or has failed and been logged)."""
+        """Write what is queued now and wait until it is written (or has failed and been
+        logged)."""
+        if self._thread is not None:
+            self._queue.put(_FLUSH)
         self._queue.join()
 
     def close(self) -> None:
@@ -71,26 +81,26 @@ class SignalWriter:
         with self._start:
             thread, self._thread = self._thread, None
         if thread is not None:
-            self._queue.put(None)
+            self._queue.put(_STOP)
             thread.join()
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            batch = [first]
-            while len(batch) < BATCH:
+            batch = [self._queue.get()]
+            deadline = time.monotonic() + self.linger
+            while len(batch) < BATCH and isinstance(batch[-1], _Item):
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            items = [item for item in batch if item is not None]
+            items = [item for item in batch if isinstance(item, _Item)]
             try:
                 if items:
                     self._write(items)
             finally:
                 for _ in batch:
                     self._queue.task_done()
-            if len(items) < len(batch):  # the stop mark
+            if batch[-1] is _STOP:
                 return
 
     def _write(self, items: list[_Item]) -> None:
