@@ -13,6 +13,7 @@ naming the source, row and column.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -88,6 +89,13 @@ class Timeframe:
     def parse(cls, value: str | Timeframe) -> Timeframe:
         if isinstance(value, Timeframe):
             return value
+        if type(value) is str:
+            # the same few names are parsed on every bar-frame check: remember them
+            return _parse_text(value)
+        return cls._parse(value)
+
+    @classmethod
+    def _parse(cls, value: object) -> Timeframe:
         text = str(value).strip().lower()
         text = _TF_ALIASES.get(text, text)
         match = _TF_RE.match(text)
@@ -111,6 +119,13 @@ class Timeframe:
 
     def __str__(self) -> str:
         return self.name
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_text(value: str) -> Timeframe:
+    """:meth:`Timeframe.parse` of a string, memoised (a timeframe is immutable; an unknown
+    name raises every time, exceptions are not cached)."""
+    return Timeframe._parse(value)
 
 
 # --- symbols -----------------------------------------------------------------------------
@@ -168,13 +183,14 @@ def check_bar_frame(frame: pd.DataFrame, *, source: str | None = None) -> pd.Dat
         raise BarDataError(f"index must be tz-aware UTC, got tz={frame.index.tz}", source=label)
     if frame.index.name != INDEX_NAME:
         raise BarDataError(f"index must be named {INDEX_NAME!r}", source=label)
-    if list(frame.columns) != list(OHLCV):
+    if frame.columns.tolist() != list(OHLCV):
         raise BarDataError(
             f"columns must be {list(OHLCV)}, got {list(frame.columns)}", source=label
         )
-    for col in OHLCV:
-        if frame[col].dtype != np.float64:
-            raise BarDataError(f"dtype {frame[col].dtype} is not float64", source=label, column=col)
+    # one dtypes read instead of a column Series per column (each copies the attrs)
+    for col, dtype in zip(OHLCV, frame.dtypes.tolist(), strict=True):
+        if dtype != np.float64:
+            raise BarDataError(f"dtype {dtype} is not float64", source=label, column=col)
     if len(frame) > 1:
         steps = np.diff(frame.index.asi8)
         bad = np.flatnonzero(steps <= 0)

@@ -40,7 +40,14 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from mlengine.features.registry import FeatureError, check_bars, positive_param, window_param
+from mlengine.features.registry import (
+    FeatureError,
+    bar_columns,
+    check_bars,
+    checked_in_call,
+    positive_param,
+    window_param,
+)
 
 __all__ = ["EVENT_COLUMNS", "KINDS", "structure_events", "swings"]
 
@@ -152,10 +159,11 @@ def scan(
     """The events (rows of bar positions and levels, -1 for no bar) and the per-bar state
     (``N_STATE`` rows: trend, bars since BOS / CHoCH, price distances to the nearest open
     zones, net event counts of the bar) of one pass; the ATR is the last state row."""
-    check_bars(bars)
+    if not checked_in_call(bars):  # the features' pass: compute_features checked them
+        check_bars(bars)
     eq = positive_param("structure_events", "eq_tol", eq_tol)
     conf, bar, direction, level = _swing_arrays(bars, method, n, threshold, unit, atr_window)
-    o, h, low, c = (bars[col].to_numpy() for col in ("open", "high", "low", "close"))
+    o, h, low, c = bar_columns(bars, "open", "high", "low", "close")
     atr = wilder_atr(h, low, c, atr_window)
     events, state = _scan(o, h, low, c, atr, conf, bar, direction, level, eq)
     return events, np.vstack([state, atr[None, :]])
@@ -171,7 +179,7 @@ def _swing_arrays(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Confirmation bar, swing bar, direction and level of every swing, by confirmation."""
     a = window_param("swings", "atr_window", atr_window)
-    h, low, c = (bars[col].to_numpy() for col in ("high", "low", "close"))
+    h, low, c = bar_columns(bars, "high", "low", "close")
     if method == "fractal":
         k = window_param("swings", "n", n)
         hi, lo = _fractal(h, low, k)

@@ -34,10 +34,11 @@ import talib
 from numba import njit
 
 from mlengine.features.registry import (
+    Columns,
     FeatureError,
+    bar_columns,
     feature,
     fmt,
-    frame,
     positive_param,
     window_param,
     windows_param,
@@ -55,7 +56,7 @@ __all__ = [
 
 
 @feature("atr_ratio")
-def atr_ratio(bars: pd.DataFrame, *, short: int = 5, long: int = 50) -> pd.DataFrame:
+def atr_ratio(bars: pd.DataFrame, *, short: int = 5, long: int = 50) -> Columns:
     """Short over long ATR (TA-Lib ``ATR``, Wilder): above 1 when the range expands.
 
     ``atr_ratio_{s}_{l}`` = ``ATR(s) / ATR(l)``; 1 where both are 0. NaN for the first
@@ -64,11 +65,11 @@ def atr_ratio(bars: pd.DataFrame, *, short: int = 5, long: int = 50) -> pd.DataF
     s, lg = _short_long("atr_ratio", short, long, "short")
     out = _atr(bars, s)
     _ratio(out, _atr(bars, lg), 1.0, 1.0)
-    return frame(bars, {f"atr_ratio_{s}_{lg}": out})
+    return {f"atr_ratio_{s}_{lg}": out}
 
 
 @feature("rvol_ratio")
-def rvol_ratio(bars: pd.DataFrame, *, windows: int | Sequence[int] = (5, 20, 100)) -> pd.DataFrame:
+def rvol_ratio(bars: pd.DataFrame, *, windows: int | Sequence[int] = (5, 20, 100)) -> Columns:
     """Realised volatility over consecutive horizons: above 1 when it expands.
 
     For each pair ``a < b`` of consecutive ``windows`` (sorted): ``rvol_ratio_{a}_{b}`` =
@@ -86,11 +87,11 @@ def rvol_ratio(bars: pd.DataFrame, *, windows: int | Sequence[int] = (5, 20, 100
     for (a, num), (b, den) in pairwise(zip(ws, std, strict=True)):
         _ratio(num, den, math.sqrt(a / (a - 1) * (b - 1) / b), 1.0)  # the ddof=1 factors
         cols[f"rvol_ratio_{a}_{b}"] = num
-    return frame(bars, cols)
+    return cols
 
 
 @feature("bb_squeeze")
-def bb_squeeze(bars: pd.DataFrame, *, window: int = 20, lookback: int = 100) -> pd.DataFrame:
+def bb_squeeze(bars: pd.DataFrame, *, window: int = 20, lookback: int = 100) -> Columns:
     """Where the Bollinger bandwidth sits between its lowest and highest of the recent bars.
 
     With ``width`` the bandwidth of the ``bollinger`` feature over ``window`` bars (its
@@ -101,18 +102,16 @@ def bb_squeeze(bars: pd.DataFrame, *, window: int = 20, lookback: int = 100) -> 
     """
     w = window_param("bb_squeeze", "window", window, minimum=2)
     n = window_param("bb_squeeze", "lookback", lookback, minimum=2)
-    c = bars["close"].to_numpy()
+    (c,) = bar_columns(bars, "close")
     width = talib.STDDEV(c, timeperiod=w, nbdev=1.0)
     _ratio(width, talib.SMA(c, timeperiod=w), 1.0, 0.0)
     lo, hi = talib.MINMAX(width, timeperiod=n)
     _stochastic(width, lo, hi)
-    return frame(bars, {f"bb_squeeze_{w}_{n}": width})
+    return {f"bb_squeeze_{w}_{n}": width}
 
 
 @feature("keltner")
-def keltner(
-    bars: pd.DataFrame, *, window: int = 20, k: float = 1.5, bb_k: float = 2.0
-) -> pd.DataFrame:
+def keltner(bars: pd.DataFrame, *, window: int = 20, k: float = 1.5, bb_k: float = 2.0) -> Columns:
     """Keltner channel ``EMA(close, w) ± k ATR(w)`` (TA-Lib ``EMA``, ``ATR``) and the squeeze.
 
     ``kc_pos_{w}_{k}`` = ``(close - EMA) / (k ATR)``: 0 on the middle line, ±1 on the
@@ -125,18 +124,18 @@ def keltner(
     w = window_param("keltner", "window", window, minimum=2)
     kk = positive_param("keltner", "k", k)
     bk = positive_param("keltner", "bb_k", bb_k)
-    c = bars["close"].to_numpy()
+    (c,) = bar_columns(bars, "close")
     pos = talib.EMA(c, timeperiod=w)
     squeeze = talib.STDDEV(c, timeperiod=w, nbdev=1.0)
     _keltner(c, _atr(bars, w), kk, bk, pos, squeeze)
     p = f"{w}_{fmt(kk)}"
-    return frame(bars, {f"kc_pos_{p}": pos, f"kc_squeeze_{p}_{fmt(bk)}": squeeze})
+    return {f"kc_pos_{p}": pos, f"kc_squeeze_{p}_{fmt(bk)}": squeeze}
 
 
 @feature("range_compression")
 def range_compression(
     bars: pd.DataFrame, *, window: int = 20, long: int = 100, atr_window: int = 14
-) -> pd.DataFrame:
+) -> Columns:
     """The range of the last ``window`` bars against ATR and against a longer range, and
     where the close sits in it.
 
@@ -150,18 +149,16 @@ def range_compression(
     """
     n, lg = _short_long("range_compression", window, long, "window")
     a = window_param("range_compression", "atr_window", atr_window)
-    h, low = bars["high"].to_numpy(), bars["low"].to_numpy()
+    h, low, c = bar_columns(bars, "high", "low", "close")
     top, bottom = talib.MAX(h, timeperiod=n), talib.MIN(low, timeperiod=n)
     top_l, bottom_l = talib.MAX(h, timeperiod=lg), talib.MIN(low, timeperiod=lg)
     atr = _atr(bars, a)
-    _range_terms(bars["close"].to_numpy(), top, bottom, top_l, bottom_l, atr)
-    return frame(
-        bars, {f"range_comp_{n}": atr, f"range_comp_{n}_{lg}": top_l, f"range_pos_{n}": top}
-    )
+    _range_terms(c, top, bottom, top_l, bottom_l, atr)
+    return {f"range_comp_{n}": atr, f"range_comp_{n}_{lg}": top_l, f"range_pos_{n}": top}
 
 
 @feature("volume_surge")
-def volume_surge(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFrame:
+def volume_surge(bars: pd.DataFrame, *, window: int = 20) -> Columns:
     """Volume over its mean of the last ``window`` bars (bar ``t`` included; TA-Lib ``SMA``).
 
     ``volume_surge_{w}``: 1 for an ordinary bar, ``w`` at most; 0 for a bar without volume
@@ -169,7 +166,7 @@ def volume_surge(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFrame:
     A negative or NaN volume is an error (:class:`FeatureError` naming the bar).
     """
     w = window_param("volume_surge", "window", window)
-    v = bars["volume"].to_numpy()
+    (v,) = bar_columns(bars, "volume")
     out = talib.SMA(v, timeperiod=w)
     bad = _surge(v, out)
     if bad >= 0:
@@ -177,7 +174,7 @@ def volume_surge(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFrame:
             f"volume_surge: volume {v[bad]} at {bars.index[bad]} (row {bad + 1}) is not a "
             "number >= 0"
         )
-    return frame(bars, {f"volume_surge_{w}": out})
+    return {f"volume_surge_{w}": out}
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -185,7 +182,7 @@ def volume_surge(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFrame:
 
 def _atr(bars: pd.DataFrame, window: int) -> np.ndarray:
     """TA-Lib ``ATR`` (Wilder), the ``atr_{w}`` column of the ``atr`` feature."""
-    h, low, c = (bars[col].to_numpy() for col in ("high", "low", "close"))
+    h, low, c = bar_columns(bars, "high", "low", "close")
     return talib.ATR(h, low, c, timeperiod=window)
 
 

@@ -15,23 +15,30 @@ import numpy as np
 import pandas as pd
 import talib
 
-from mlengine.features.registry import FeatureError, feature, frame, window_param, windows_param
+from mlengine.features.registry import (
+    Columns,
+    FeatureError,
+    bar_columns,
+    feature,
+    window_param,
+    windows_param,
+)
 
 __all__ = ["adx", "macd", "roc", "rsi", "stochastic"]
 
 
 @feature("rsi")
-def rsi(bars: pd.DataFrame, *, window: int = 14) -> pd.DataFrame:
+def rsi(bars: pd.DataFrame, *, window: int = 14) -> Columns:
     """Relative strength index of the close (TA-Lib ``RSI``, Wilder's smoothing).
 
     ``rsi_{w}`` in [0, 100]; NaN for the first ``w`` bars.
     """
     w = window_param("rsi", "window", window, minimum=2)
-    return frame(bars, {f"rsi_{w}": talib.RSI(bars["close"].to_numpy(), timeperiod=w)})
+    return {f"rsi_{w}": talib.RSI(bar_columns(bars, "close")[0], timeperiod=w)}
 
 
 @feature("macd")
-def macd(bars: pd.DataFrame, *, fast: int = 12, slow: int = 26, signal: int = 9) -> pd.DataFrame:
+def macd(bars: pd.DataFrame, *, fast: int = 12, slow: int = 26, signal: int = 9) -> Columns:
     """MACD of the close over the close (TA-Lib ``MACD``: EMA(fast) - EMA(slow), its
     EMA(signal), and their difference, each divided by the close).
 
@@ -44,53 +51,47 @@ def macd(bars: pd.DataFrame, *, fast: int = 12, slow: int = 26, signal: int = 9)
     g = window_param("macd", "signal", signal)
     if f >= s:
         raise FeatureError(f"macd: fast must be < slow, got fast={f}, slow={s}")
-    c = bars["close"].to_numpy()
+    (c,) = bar_columns(bars, "close")
     line, sig, hist = talib.MACD(c, fastperiod=f, slowperiod=s, signalperiod=g)
     p = f"{f}_{s}_{g}"
-    return frame(
-        bars,
-        {
-            f"macd_rel_{p}": np.divide(line, c, out=line),
-            f"macd_signal_rel_{p}": np.divide(sig, c, out=sig),
-            f"macd_hist_rel_{p}": np.divide(hist, c, out=hist),
-        },
-    )
+    return {
+        f"macd_rel_{p}": np.divide(line, c, out=line),
+        f"macd_signal_rel_{p}": np.divide(sig, c, out=sig),
+        f"macd_hist_rel_{p}": np.divide(hist, c, out=hist),
+    }
 
 
 @feature("roc")
-def roc(bars: pd.DataFrame, *, windows: int | Sequence[int] = (10,)) -> pd.DataFrame:
+def roc(bars: pd.DataFrame, *, windows: int | Sequence[int] = (10,)) -> Columns:
     """Rate of change of the close (TA-Lib ``ROC``), in percent.
 
     ``roc_{w}`` = ``100 * (close[t] / close[t - w] - 1)``; NaN for the first ``w`` bars.
     """
     windows = windows_param("roc", "windows", windows)
-    c = bars["close"].to_numpy()
-    return frame(bars, {f"roc_{w}": talib.ROC(c, timeperiod=w) for w in windows})
+    (c,) = bar_columns(bars, "close")
+    return {f"roc_{w}": talib.ROC(c, timeperiod=w) for w in windows}
 
 
 @feature("adx")
-def adx(bars: pd.DataFrame, *, window: int = 14) -> pd.DataFrame:
+def adx(bars: pd.DataFrame, *, window: int = 14) -> Columns:
     """Trend strength and direction (TA-Lib ``ADX``, ``PLUS_DI``, ``MINUS_DI``; Wilder).
 
     ``adx_{w}`` in [0, 100], NaN for the first ``2w - 1`` bars; ``plus_di_{w}`` and
     ``minus_di_{w}`` in [0, 100], NaN for the first ``w`` bars.
     """
     w = window_param("adx", "window", window, minimum=2)
-    h, low, c = (bars[col].to_numpy() for col in ("high", "low", "close"))
-    return frame(
-        bars,
-        {
-            f"adx_{w}": talib.ADX(h, low, c, timeperiod=w),
-            f"plus_di_{w}": talib.PLUS_DI(h, low, c, timeperiod=w),
-            f"minus_di_{w}": talib.MINUS_DI(h, low, c, timeperiod=w),
-        },
-    )
+    h, low, c = bar_columns(bars, "high", "low", "close")
+    return {
+        f"adx_{w}": talib.ADX(h, low, c, timeperiod=w),
+        f"plus_di_{w}": talib.PLUS_DI(h, low, c, timeperiod=w),
+        f"minus_di_{w}": talib.MINUS_DI(h, low, c, timeperiod=w),
+    }
 
 
 @feature("stochastic")
 def stochastic(
     bars: pd.DataFrame, *, k_window: int = 14, k_smooth: int = 3, d_window: int = 3
-) -> pd.DataFrame:
+) -> Columns:
     """Slow stochastic oscillator (TA-Lib ``STOCH`` with simple moving averages).
 
     Fast %K = ``100 * (close - lowest low) / (highest high - lowest low)`` over
@@ -101,7 +102,7 @@ def stochastic(
     kw = window_param("stochastic", "k_window", k_window)
     ks = window_param("stochastic", "k_smooth", k_smooth)
     dw = window_param("stochastic", "d_window", d_window)
-    h, low, c = (bars[col].to_numpy() for col in ("high", "low", "close"))
+    h, low, c = bar_columns(bars, "high", "low", "close")
     k, d = talib.STOCH(
         h,
         low,
@@ -113,4 +114,4 @@ def stochastic(
         slowd_matype=talib.MA_Type.SMA,
     )
     p = f"{kw}_{ks}_{dw}"
-    return frame(bars, {f"stoch_k_{p}": np.asarray(k), f"stoch_d_{p}": np.asarray(d)})
+    return {f"stoch_k_{p}": np.asarray(k), f"stoch_d_{p}": np.asarray(d)}

@@ -13,6 +13,13 @@ parameters of the function are the feature's parameters. A feature belongs to th
 the module that defines it (``returns``, ``volatility``, ``momentum``). Intermediates that
 several features need are made once per :func:`compute_features` call (:func:`shared`).
 
+The function decorated returns the feature's columns, a dict of float64 arrays of one
+value per bar (:data:`Columns`; a frame is accepted too), and the registry makes the
+frame: the decorated function returns it, and :func:`compute_features` builds one frame
+for all the features it computes, not one per feature (at a few thousand bars, making and
+checking a frame per feature cost more than most features' arithmetic). Features read the
+bars' columns with :func:`bar_columns` (one read of the frame per call).
+
 >>> from mlengine.features import compute_features, list_features
 >>> frame = compute_features(bars)                                  # every feature
 >>> frame = compute_features(bars, ["returns", "atr"], params={"atr": {"window": 20}})
@@ -22,22 +29,33 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, cast
 
 import numpy as np
 import pandas as pd
 
-from mlengine.data.schema import PRICE_COLUMNS, BarDataError, MLEngineError, check_bar_frame
+from mlengine.data.schema import (
+    OHLCV,
+    PRICE_COLUMNS,
+    BarDataError,
+    MLEngineError,
+    check_bar_frame,
+)
 
 __all__ = [
+    "Columns",
     "FeatureError",
     "FeatureSpec",
     "UnknownFeatureError",
+    "bar_columns",
     "check_bars",
+    "checked_bars",
+    "column_index",
     "compute_features",
     "feature",
     "feature_spec",
@@ -46,7 +64,10 @@ __all__ = [
     "shared",
 ]
 
-F = TypeVar("F", bound=Callable[..., pd.DataFrame])
+P = ParamSpec("P")
+
+#: What a registered feature function returns: its columns by name, float64, one per bar.
+Columns = dict[str, np.ndarray]
 
 
 class FeatureError(MLEngineError, ValueError):
@@ -61,13 +82,14 @@ class UnknownFeatureError(FeatureError, LookupError):
 class FeatureSpec:
     """One registered feature: its name, group, function and default parameters.
 
-    ``func`` validates the bars and then calls ``compute``, the undecorated function.
+    ``func`` validates the bars, calls ``compute``, the undecorated function (which
+    returns :data:`Columns`, or a frame), and returns the checked feature frame.
     """
 
     name: str
     group: str
     func: Callable[..., pd.DataFrame]
-    compute: Callable[..., pd.DataFrame]
+    compute: Callable[..., Columns | pd.DataFrame]
     defaults: Mapping[str, Any]
 
     @property
@@ -77,14 +99,22 @@ class FeatureSpec:
 
 
 _REGISTRY: dict[str, FeatureSpec] = {}
+# the memo key of the bars' values (transposed, one row per OHLCV column) in _SHARED
+_OHLCV_KEY = "ohlcv"
+_OHLCV_POS = {c: i for i, c in enumerate(OHLCV)}
 # intermediates shared by several features within one compute_features call (see shared())
 _SHARED: ContextVar[dict[tuple[int, str], np.ndarray] | None] = ContextVar("_SHARED", default=None)
+# the bars of the enclosing checked_bars() block and their values
+_CHECKED: ContextVar[tuple[pd.DataFrame, np.ndarray] | None] = ContextVar("_CHECKED", default=None)
 
 
-def feature(name: str) -> Callable[[F], F]:
-    """Register a feature function under ``name`` (see the module docstring)."""
+def feature(
+    name: str,
+) -> Callable[[Callable[P, Columns | pd.DataFrame]], Callable[P, pd.DataFrame]]:
+    """Register a feature function under ``name`` (see the module docstring); the function
+    returned gives the feature frame."""
 
-    def register(func: F) -> F:
+    def register(func: Callable[P, Columns | pd.DataFrame]) -> Callable[P, pd.DataFrame]:
         group = func.__module__.rsplit(".", 1)[-1]
         if name in _REGISTRY or name in list_groups() or name == group or group in _REGISTRY:
             raise FeatureError(f"feature name {name!r} is already taken (feature or group)")
@@ -97,13 +127,16 @@ def feature(name: str) -> Callable[[F], F]:
                 raise FeatureError(f"feature {name!r}: {p.name!r} must be keyword-only, defaulted")
             defaults[p.name] = p.default
 
+        compute = cast(Callable[..., Columns | pd.DataFrame], func)
+
         @functools.wraps(func)
         def checked(bars: pd.DataFrame, **kwargs: Any) -> pd.DataFrame:
             _check_param_names(name, kwargs, defaults)
-            return _check_output(name, func(check_bars(bars), **kwargs), bars)
+            out = compute(check_bars(bars), **kwargs)
+            return _check_output(name, _as_frame(bars, out), bars)
 
-        _REGISTRY[name] = FeatureSpec(name, group, checked, func, MappingProxyType(defaults))
-        return cast(F, checked)
+        _REGISTRY[name] = FeatureSpec(name, group, checked, compute, MappingProxyType(defaults))
+        return cast(Callable[P, pd.DataFrame], checked)
 
     return register
 
@@ -141,7 +174,7 @@ def compute_features(
     the order given, each once. ``params`` maps a feature name to the parameters that
     override its defaults, e.g. ``{"rsi": {"window": 21}}``.
     """
-    check_bars(bars)
+    values = _known_values(bars)
     selected = _resolve(names)
     params = dict(params or {})
     for name, kwargs in params.items():
@@ -155,44 +188,120 @@ def compute_features(
             f"params given for {', '.join(map(repr, stray))}, not among the selected "
             f"features ({', '.join(selected)})"
         )
-    frames = []
-    token = _SHARED.set({})
+    labels: list[str] = []
+    arrays: list[np.ndarray] = []  # one per column, or (columns, bars) of a feature's frame
+    # the checked bars' columns, read once for every feature of the call (bar_columns)
+    token = _SHARED.set({(id(bars), _OHLCV_KEY): values.T})
     try:
         for name in selected:
             spec = _REGISTRY[name]
             kwargs = dict(params.get(name, {}))
             _check_param_names(name, kwargs, spec.defaults)
-            frames.append(_check_output(name, spec.compute(bars, **kwargs), bars))
+            out = spec.compute(bars, **kwargs)
+            if isinstance(out, dict) and _float64_columns(out, len(bars)):
+                labels.extend(out)  # the contract holds: the columns as they are
+                arrays.extend(out.values())
+            else:  # a frame, or columns to check as one
+                checked = _check_output(name, _as_frame(bars, out), bars)
+                labels.extend(checked.columns.tolist())
+                arrays.append(checked.to_numpy(dtype=np.float64).T)
     finally:
         _SHARED.reset(token)
-    if not frames:
+    if not labels:
         return pd.DataFrame(index=bars.index)
-    out = pd.concat(frames, axis=1)
-    dup = out.columns[out.columns.duplicated()]
-    if len(dup):
+    if len(set(labels)) != len(labels):
+        columns = pd.Index(labels)
+        dup = columns[columns.duplicated()]
         raise FeatureError(f"features give duplicate columns {list(dup)}: change a parameter")
-    return out
+    # one 2-D float64 block (each column contiguous): the values pd.concat of the features'
+    # frames would hold, without a frame per feature
+    block = np.vstack(arrays)
+    return pd.DataFrame(block.T, index=bars.index, columns=column_index(labels), copy=False)
 
 
 def check_bars(bars: object) -> pd.DataFrame:
     """``bars`` if it is a bar frame with positive, finite prices; :class:`BarDataError`
     naming the row and column otherwise."""
+    _checked_values(bars)
+    return cast(pd.DataFrame, bars)
+
+
+@contextmanager
+def checked_bars(bars: object) -> Iterator[pd.DataFrame]:
+    """:func:`check_bars` of ``bars`` once for a block of work on them: within the block,
+    :func:`compute_features` of these same bars (the object, held by the block) does not
+    check them again.
+
+    For a strategy's prediction, which checks its bars and then computes features on them
+    (once or several times): the result of those checks is already known. The block must
+    not modify the bars."""
+    values = _checked_values(bars)
+    token = _CHECKED.set((cast(pd.DataFrame, bars), values))
+    try:
+        yield cast(pd.DataFrame, bars)
+    finally:
+        _CHECKED.reset(token)
+
+
+def _known_values(bars: object) -> np.ndarray:
+    """The values of ``bars`` from the enclosing :func:`checked_bars` block of these bars,
+    else :func:`_checked_values` (which checks them)."""
+    known = _CHECKED.get()
+    if known is not None and known[0] is bars:
+        return known[1]
+    return _checked_values(bars)
+
+
+def _checked_values(bars: object) -> np.ndarray:
+    """:func:`check_bars` of ``bars``, returning its values ``(n, 5)`` (float64, the OHLCV
+    columns in order; a view where pandas holds them in one block)."""
     if not isinstance(bars, pd.DataFrame):
         raise BarDataError(f"features need a bar frame (a pandas DataFrame), got {type(bars)}")
     check_bar_frame(bars)
-    label = str(bars.attrs.get("symbol") or "bar frame")
-    for col in PRICE_COLUMNS:
-        a = bars[col].to_numpy()
-        # two reductions instead of a mask: NaN makes min() NaN, which fails the comparison
-        if a.size and not (a.min() > 0.0 and a.max() < np.inf):
-            i = int(np.flatnonzero(~((a > 0.0) & (a < np.inf)))[0])
-            raise BarDataError(
-                f"price {float(a[i])} at {bars.index[i]} is not positive and finite",
-                source=label,
-                row=i + 1,
-                column=col,
-            )
-    return bars
+    # a bar frame is exactly the OHLCV columns, all float64: one array holds them
+    values = bars.to_numpy()
+    if not len(values):
+        return values
+    prices = values[:, : len(PRICE_COLUMNS)]
+    # two reductions instead of a mask: NaN makes min() NaN, which fails the comparison
+    ok = (prices.min(axis=0) > 0.0) & (prices.max(axis=0) < np.inf)
+    if not ok.all():
+        j = int(np.flatnonzero(~ok)[0])
+        a = prices[:, j]
+        i = int(np.flatnonzero(~((a > 0.0) & (a < np.inf)))[0])
+        raise BarDataError(
+            f"price {float(a[i])} at {bars.index[i]} is not positive and finite",
+            source=str(bars.attrs.get("symbol") or "bar frame"),
+            row=i + 1,
+            column=PRICE_COLUMNS[j],
+        )
+    return values
+
+
+def checked_in_call(bars: pd.DataFrame) -> bool:
+    """Whether ``bars`` are the bars of the running :func:`compute_features` call, which
+    checked them (:func:`check_bars`) on entry: a feature's helper need not again."""
+    memo = _SHARED.get()
+    return memo is not None and (id(bars), _OHLCV_KEY) in memo
+
+
+def bar_columns(bars: pd.DataFrame, *names: str) -> tuple[np.ndarray, ...]:
+    """The columns ``names`` of ``bars`` as read-only contiguous arrays.
+
+    Within one :func:`compute_features` call (the bars checked: the OHLCV columns, all
+    float64) they are views of one read of the frame's values; a direct call of a feature
+    reads each column from the frame. Either way the same values.
+    """
+    memo = _SHARED.get()
+    rows = None if memo is None else memo.get((id(bars), _OHLCV_KEY))
+    if rows is None:
+        return tuple(bars[c].to_numpy() for c in names)
+    out = []
+    for c in names:
+        a = np.ascontiguousarray(rows[_OHLCV_POS[c]])
+        a.flags.writeable = False  # as pandas' column views (and one numba signature)
+        out.append(a)
+    return tuple(out)
 
 
 def shared(bars: pd.DataFrame, key: str, make: Callable[[], np.ndarray]) -> np.ndarray:
@@ -250,8 +359,49 @@ def fmt(value: float) -> str:
     return f"{value:g}"
 
 
+def column_index(labels: Iterable[str]) -> pd.Index:
+    """``pd.Index(list(labels))``: a new Index of the same labels and dtype.
+
+    Feature frames have the same few sets of column labels on every call, and making a
+    string Index from a list costs more than the frame around it: each set is made once
+    (bounded memo keyed by the labels' values) and each call gets a shallow copy of it,
+    a new Index object over the same immutable labels.
+    """
+    return _index_of(tuple(labels)).copy()
+
+
+@functools.lru_cache(maxsize=1024)
+def _index_of(labels: tuple[str, ...]) -> pd.Index:
+    return pd.Index(list(labels))
+
+
+def _float64_columns(columns: Mapping[str, object], n: int) -> bool:
+    """Whether ``columns`` are float64 arrays of ``n`` values each (the feature contract
+    of :func:`_check_output`, met without making a frame)."""
+    return all(
+        isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == (n,)
+        for a in columns.values()
+    )
+
+
+def _as_frame(bars: pd.DataFrame, out: object) -> object:
+    """A feature function's output as a frame (a frame as it is; anything else for
+    :func:`_check_output` to reject)."""
+    if isinstance(out, pd.DataFrame) or not isinstance(out, Mapping):
+        return out
+    return frame(bars, out)
+
+
 def frame(bars: pd.DataFrame, columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """A feature frame on ``bars.index`` holding ``columns`` without copying them."""
+    """A feature frame on ``bars.index`` holding ``columns``.
+
+    Float64 columns of the bars' length go into one 2-D block (one copy of them: a frame
+    of separate column arrays costs several times more to build and to read); anything
+    else is kept as given, for the output check to name.
+    """
+    if columns and _float64_columns(columns, len(bars.index)):
+        block = np.stack(list(columns.values()))  # (columns, bars): each column contiguous
+        return pd.DataFrame(block.T, index=bars.index, columns=column_index(columns), copy=False)
     return pd.DataFrame(dict(columns), index=bars.index, copy=False)
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import talib
 from numba import njit
 
-from mlengine.features.registry import feature, frame, shared, windows_param
+from mlengine.features.registry import Columns, bar_columns, feature, shared, windows_param
 
 __all__ = ["candle", "log_returns", "return_zscore"]
 
@@ -25,7 +25,7 @@ __all__ = ["candle", "log_returns", "return_zscore"]
 def _log_close(bars: pd.DataFrame) -> np.ndarray:
     """``ln(close)``; read-only, shared between the features that need it (see
     :func:`~mlengine.features.registry.shared`)."""
-    return shared(bars, "log_close", lambda: np.log(bars["close"].to_numpy()))
+    return shared(bars, "log_close", lambda: np.log(bar_columns(bars, "close")[0]))
 
 
 def _one_bar_log_returns(bars: pd.DataFrame) -> np.ndarray:
@@ -43,9 +43,7 @@ def _lag_diff(x: np.ndarray, lag: int) -> np.ndarray:
 
 
 @feature("log_returns")
-def log_returns(
-    bars: pd.DataFrame, *, lags: int | Sequence[int] = (1, 3, 6, 12, 24)
-) -> pd.DataFrame:
+def log_returns(bars: pd.DataFrame, *, lags: int | Sequence[int] = (1, 3, 6, 12, 24)) -> Columns:
     """Log returns of the close over several lags.
 
     ``ret_log_{lag}`` = ``ln(close[t] / close[t - lag])``; NaN for the first ``lag`` bars.
@@ -54,11 +52,11 @@ def log_returns(
     """
     lags = windows_param("log_returns", "lags", lags)
     logc = _log_close(bars)
-    return frame(bars, {f"ret_log_{lag}": _lag_diff(logc, lag) for lag in lags})
+    return {f"ret_log_{lag}": _lag_diff(logc, lag) for lag in lags}
 
 
 @feature("return_zscore")
-def return_zscore(bars: pd.DataFrame, *, windows: int | Sequence[int] = (20, 100)) -> pd.DataFrame:
+def return_zscore(bars: pd.DataFrame, *, windows: int | Sequence[int] = (20, 100)) -> Columns:
     """How unusual this bar's return is against the recent ones.
 
     ``ret_z_{w}`` = ``(r[t] - mean(r)) / std(r)`` over the last ``w`` one-bar log returns
@@ -73,7 +71,7 @@ def return_zscore(bars: pd.DataFrame, *, windows: int | Sequence[int] = (20, 100
         z = talib.SMA(r, timeperiod=w)
         _zscore(r, z, talib.STDDEV(r, timeperiod=w, nbdev=1.0))
         cols[f"ret_z_{w}"] = z
-    return frame(bars, cols)
+    return cols
 
 
 # A spread below this fraction of the mean return is rounding, not information: TA-Lib's
@@ -91,7 +89,7 @@ def _zscore(x: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> None:
 
 
 @feature("candle")
-def candle(bars: pd.DataFrame) -> pd.DataFrame:
+def candle(bars: pd.DataFrame) -> Columns:
     """The shape of each bar as fractions of its high-low range.
 
     ``candle_body`` = ``(close - open) / (high - low)`` in [-1, 1] (positive for an up bar);
@@ -99,10 +97,10 @@ def candle(bars: pd.DataFrame) -> pd.DataFrame:
     ``(min(open, close) - low) / (high - low)``, both in [0, 1]. The three absolute values
     sum to 1; a bar with ``high == low`` gives 0 for all three. No warm-up.
     """
-    o, h, low, c = (bars[col].to_numpy() for col in ("open", "high", "low", "close"))
+    o, h, low, c = bar_columns(bars, "open", "high", "low", "close")
     body, upper, lower = (np.empty(len(bars)) for _ in range(3))
     _candle(o, h, low, c, body, upper, lower)
-    return frame(bars, {"candle_body": body, "candle_upper": upper, "candle_lower": lower})
+    return {"candle_body": body, "candle_upper": upper, "candle_lower": lower}
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

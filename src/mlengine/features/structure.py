@@ -22,9 +22,9 @@ from numba import njit
 from mlengine.features import _structure as ms
 from mlengine.features._structure import EVENT_COLUMNS, KINDS, structure_events, swings
 from mlengine.features.registry import (
+    Columns,
     feature,
     fmt,
-    frame,
     positive_param,
     shared,
     window_param,
@@ -44,7 +44,7 @@ __all__ = [
 @feature("market_structure")
 def market_structure(
     bars: pd.DataFrame, *, n: int = 3, atr_window: int = 14, window: int = 50, eq_tol: float = 0.1
-) -> pd.DataFrame:
+) -> Columns:
     """Trend state, bars since the last BOS / CHoCH and net event counts.
 
     ``ms_trend_{n}``: +1 after a bullish BOS or CHoCH, -1 after a bearish one, 0 before
@@ -64,13 +64,13 @@ def market_structure(
         cols[f"ms_{name}_net_{n}_{w}"] = _window_sum(st[row], w)
     for col in cols.values():
         col[warm] = np.nan
-    return frame(bars, cols)
+    return cols
 
 
 @feature("fvg")
 def fvg(
     bars: pd.DataFrame, *, atr_window: int = 14, window: int = 50, cap: float = 10.0
-) -> pd.DataFrame:
+) -> Columns:
     """Distance to the nearest unfilled fair value gaps, and the net count of new ones.
 
     ``fvg_bull_dist_{a}`` (``fvg_bear_dist_{a}``): from the close down (up) to the nearest
@@ -79,20 +79,17 @@ def fvg(
     """
     w = window_param("fvg", "window", window)
     st = _state(bars, "fvg", 3, atr_window, 0.1)  # gaps need no swings: share the pass
-    return frame(
-        bars,
-        {
-            f"fvg_bull_dist_{atr_window}": _in_atr(st[ms._FVG_BULL], st[-1], cap, "fvg"),
-            f"fvg_bear_dist_{atr_window}": _in_atr(st[ms._FVG_BEAR], st[-1], cap, "fvg"),
-            f"fvg_net_{w}": _masked(_window_sum(st[ms._FVG_NET], w), st[-1]),
-        },
-    )
+    return {
+        f"fvg_bull_dist_{atr_window}": _in_atr(st[ms._FVG_BULL], st[-1], cap, "fvg"),
+        f"fvg_bear_dist_{atr_window}": _in_atr(st[ms._FVG_BEAR], st[-1], cap, "fvg"),
+        f"fvg_net_{w}": _masked(_window_sum(st[ms._FVG_NET], w), st[-1]),
+    }
 
 
 @feature("order_block")
 def order_block(
     bars: pd.DataFrame, *, n: int = 3, atr_window: int = 14, cap: float = 10.0
-) -> pd.DataFrame:
+) -> Columns:
     """Distance to the nearest unmitigated order blocks.
 
     ``ob_bull_dist_{n}_{a}`` (``ob_bear_dist_{n}_{a}``): from the close down (up) to the
@@ -101,13 +98,10 @@ def order_block(
     """
     st = _state(bars, "order_block", n, atr_window, 0.1)
     p = f"{n}_{atr_window}"
-    return frame(
-        bars,
-        {
-            f"ob_bull_dist_{p}": _in_atr(st[ms._OB_BULL], st[-1], cap, "order_block"),
-            f"ob_bear_dist_{p}": _in_atr(st[ms._OB_BEAR], st[-1], cap, "order_block"),
-        },
-    )
+    return {
+        f"ob_bull_dist_{p}": _in_atr(st[ms._OB_BULL], st[-1], cap, "order_block"),
+        f"ob_bear_dist_{p}": _in_atr(st[ms._OB_BEAR], st[-1], cap, "order_block"),
+    }
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pandas as pd
 import talib
 from numba import njit
 
-from mlengine.features.registry import feature, frame, window_param
+from mlengine.features.registry import Columns, bar_columns, feature, window_param
 from mlengine.features.returns import _SD_FLOOR, _one_bar_log_returns
 
 __all__ = ["momentum_persistence", "trend_strength"]
@@ -26,7 +26,7 @@ _RESIDUAL_FLOOR = 1e-12
 
 
 @feature("trend_strength")
-def trend_strength(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFrame:
+def trend_strength(bars: pd.DataFrame, *, window: int = 20) -> Columns:
     """Efficiency ratio and regression-slope t-statistic of the close over the last
     ``window`` bars.
 
@@ -40,17 +40,17 @@ def trend_strength(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFrame:
     that share, so an exact line gives a large finite value. NaN for the first ``w`` bars.
     """
     w = window_param("trend_strength", "window", window, minimum=2)
-    c = bars["close"].to_numpy()
+    (c,) = bar_columns(bars, "close")
     path = talib.MOM(c, timeperiod=1)
     np.abs(path, out=path)
     er = talib.MOM(c, timeperiod=w)
     tstat = talib.LINEARREG_SLOPE(c, timeperiod=w + 1)
     _trend(c, er, talib.SUM(path, timeperiod=w), tstat, talib.VAR(c, timeperiod=w + 1), w + 1)
-    return frame(bars, {f"er_{w}": er, f"trend_t_{w}": tstat})
+    return {f"er_{w}": er, f"trend_t_{w}": tstat}
 
 
 @feature("momentum_persistence")
-def momentum_persistence(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFrame:
+def momentum_persistence(bars: pd.DataFrame, *, window: int = 20) -> Columns:
     """Sign autocorrelation and mean sign of the last ``window`` one-bar log returns.
 
     With ``s[i]`` the sign (-1, 0, 1) of bar ``i``'s one-bar return: ``sign_ac_{w}`` =
@@ -63,7 +63,7 @@ def momentum_persistence(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFram
     sign = np.sign(_one_bar_log_returns(bars))  # NaN at the first bar
     mean = talib.SMA(sign, timeperiod=w)
     _pairs(sign)  # sign[i] <- sign[i] * sign[i - 1]
-    return frame(bars, {f"sign_ac_{w}": talib.SMA(sign, timeperiod=w), f"sign_mean_{w}": mean})
+    return {f"sign_ac_{w}": talib.SMA(sign, timeperiod=w), f"sign_mean_{w}": mean}
 
 
 @njit(cache=True, nogil=True)

@@ -24,9 +24,10 @@ import talib
 from numba import njit
 
 from mlengine.features.registry import (
+    Columns,
+    bar_columns,
     feature,
     fmt,
-    frame,
     positive_param,
     window_param,
     windows_param,
@@ -40,22 +41,20 @@ _GK_CO2 = 2.0 * (2.0 * math.log(2.0) - 1.0)  # the 0.5 goes into the mean
 
 
 @feature("atr")
-def atr(bars: pd.DataFrame, *, window: int = 14) -> pd.DataFrame:
+def atr(bars: pd.DataFrame, *, window: int = 14) -> Columns:
     """Average true range (TA-Lib ``ATR``, Wilder's smoothing), raw and over the close.
 
     ``atr_{w}`` in price units; ``atr_rel_{w}`` = ``atr_{w} / close`` (scale-free; TA-Lib's
     ``NATR`` divided by 100). NaN for the first ``w`` bars.
     """
     w = window_param("atr", "window", window)
-    h, low, c = (bars[col].to_numpy() for col in ("high", "low", "close"))
+    h, low, c = bar_columns(bars, "high", "low", "close")
     a = talib.ATR(h, low, c, timeperiod=w)
-    return frame(bars, {f"atr_{w}": a, f"atr_rel_{w}": a / c})
+    return {f"atr_{w}": a, f"atr_rel_{w}": a / c}
 
 
 @feature("realised_vol")
-def realised_vol(
-    bars: pd.DataFrame, *, windows: int | Sequence[int] = (10, 20, 50)
-) -> pd.DataFrame:
+def realised_vol(bars: pd.DataFrame, *, windows: int | Sequence[int] = (10, 20, 50)) -> Columns:
     """Realised volatility: the sample standard deviation of one-bar log close returns.
 
     ``rvol_{w}`` over the last ``w`` returns (bar ``t`` included, ``ddof=1``): TA-Lib's
@@ -64,14 +63,13 @@ def realised_vol(
     """
     windows = windows_param("realised_vol", "windows", windows, minimum=2)
     r = _one_bar_log_returns(bars)
-    return frame(
-        bars,
-        {f"rvol_{w}": talib.STDDEV(r, timeperiod=w, nbdev=math.sqrt(w / (w - 1))) for w in windows},
-    )
+    return {
+        f"rvol_{w}": talib.STDDEV(r, timeperiod=w, nbdev=math.sqrt(w / (w - 1))) for w in windows
+    }
 
 
 @feature("range_vol")
-def range_vol(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFrame:
+def range_vol(bars: pd.DataFrame, *, window: int = 20) -> Columns:
     """Range-based volatility: the Parkinson (1980) and Garman-Klass (1980) estimators.
 
     Over the last ``w`` bars (bar ``t`` included), with ``hl = ln(high / low)`` and
@@ -81,7 +79,7 @@ def range_vol(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFrame:
     (``high == low``) after volatile ones it keeps a rounding residue, ~1e-11, not 0.
     """
     w = window_param("range_vol", "window", window, minimum=2)
-    o, h, low, c = (bars[col].to_numpy() for col in ("open", "high", "low", "close"))
+    o, h, low, c = bar_columns(bars, "open", "high", "low", "close")
     hl = np.divide(h, low)
     np.log(hl, out=hl)
     co = np.divide(c, o)
@@ -89,11 +87,11 @@ def range_vol(bars: pd.DataFrame, *, window: int = 20) -> pd.DataFrame:
     _range_terms(hl, co)  # hl <- hl^2, co <- hl^2 - 2 (2 ln 2 - 1) co^2
     parkinson = _root_mean(talib.SMA(hl, timeperiod=w), _PARKINSON)
     gk = _root_mean(talib.SMA(co, timeperiod=w), 0.5)
-    return frame(bars, {f"vol_parkinson_{w}": parkinson, f"vol_gk_{w}": gk})
+    return {f"vol_parkinson_{w}": parkinson, f"vol_gk_{w}": gk}
 
 
 @feature("bollinger")
-def bollinger(bars: pd.DataFrame, *, window: int = 20, k: float = 2.0) -> pd.DataFrame:
+def bollinger(bars: pd.DataFrame, *, window: int = 20, k: float = 2.0) -> Columns:
     """Bollinger bandwidth and %b (TA-Lib ``BBANDS``: SMA ± k population std of the close).
 
     ``bb_width_{w}_{k}`` = ``(upper - lower) / middle``; ``bb_pctb_{w}_{k}`` =
@@ -102,12 +100,12 @@ def bollinger(bars: pd.DataFrame, *, window: int = 20, k: float = 2.0) -> pd.Dat
     """
     w = window_param("bollinger", "window", window, minimum=2)
     k = positive_param("bollinger", "k", k)
-    c = bars["close"].to_numpy()
+    (c,) = bar_columns(bars, "close")
     upper, middle, lower = talib.BBANDS(
         c, timeperiod=w, nbdevup=k, nbdevdn=k, matype=talib.MA_Type.SMA
     )
     _bollinger(c, upper, middle, lower)  # middle <- width, lower <- %b
-    return frame(bars, {f"bb_width_{w}_{fmt(k)}": middle, f"bb_pctb_{w}_{fmt(k)}": lower})
+    return {f"bb_width_{w}_{fmt(k)}": middle, f"bb_pctb_{w}_{fmt(k)}": lower}
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

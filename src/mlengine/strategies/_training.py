@@ -189,9 +189,17 @@ def infer(
     """Embeddings ``(len(idx), E)`` and head probabilities (``(len(idx),)`` binary, else
     ``(len(idx), C)``) of the windows ending at the decision bars ``idx`` (eval mode, no
     gradients); inputs as in :func:`train`."""
-    inputs = sliding(features, window) if gather is None else gather
+    idx = np.asarray(idx)
+    if gather is None:
+        # only the rows the windows read go to float32 (a live prediction reads the last
+        # window alone); the same windows as over all the rows
+        lo = max(int(idx.min()) - (window - 1), 0) if idx.size else 0
+        inputs, idx = sliding(np.asarray(features)[lo:], window), idx - lo
+    else:
+        inputs = gather
     emb, prob = [], []
-    net.eval()
+    if any(m.training for m in net.modules()):  # eval() walks and sets every module
+        net.eval()
     with deterministic(), torch.no_grad():
         for lo in range(0, len(idx), batch_size):
             z, logits = net(torch.from_numpy(inputs(idx[lo : lo + batch_size])))

@@ -57,6 +57,8 @@ import xgboost as xgb
 
 from mlengine.data.loader import sliding_windows
 from mlengine.features import check_bars
+from mlengine.features.registry import checked_bars, column_index
+from mlengine.features.registry import frame as column_frame
 from mlengine.nn.encoders import WindowEncoder, build_encoder, seeded
 from mlengine.nn.extraction import (
     ExtractionError,
@@ -75,7 +77,7 @@ from mlengine.strategies._training import (
 )
 from mlengine.strategies.base import Context, NotFittedError, StrategyError, resolve_params
 
-__all__ = ["WindowedParams", "WindowedStrategy", "scale_free"]
+__all__ = ["WindowedParams", "WindowedStrategy", "scale_free", "take_columns"]
 
 _WEIGHTS = "encoder.pt"
 _RAW_ATR = re.compile(r"atr_\d+$")  # ATR in price units: not comparable across price levels
@@ -134,7 +136,34 @@ class WindowedParams:
 
 def scale_free(features: pd.DataFrame) -> pd.DataFrame:
     """``features`` without the ATR in price units (its close-relative form stays)."""
-    return features[[c for c in features.columns if not _RAW_ATR.match(str(c))]]
+    names = features.columns.tolist()
+    keep = [i for i, c in enumerate(names) if not _RAW_ATR.match(str(c))]
+    plain = not features.attrs and features.flags.allows_duplicate_labels
+    if not plain or len(set(names)) != len(names) or not _all_float64(features):
+        return features[[names[i] for i in keep]]
+    # float64 columns, unique labels, no metadata to carry (the features' frames): a
+    # selection by position on the values, far cheaper than pandas' by label, same frame
+    values = features.to_numpy(dtype=np.float64).T[keep].T
+    columns = column_index([names[i] for i in keep])
+    if columns.dtype != features.columns.dtype:  # labels that are not (all) text
+        columns = features.columns.take(keep)
+    return pd.DataFrame(values, index=features.index, columns=columns, copy=False)
+
+
+def take_columns(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """``frame[names].to_numpy(dtype=np.float64)``: the same values (a fresh array, each
+    column contiguous), the columns picked by position where the labels are unique,
+    without building the selected frame."""
+    labels = frame.columns.tolist()
+    pos = {c: i for i, c in enumerate(labels)}
+    rows = [pos.get(c, -1) for c in names]
+    if len(pos) != len(labels) or -1 in rows:  # pandas' semantics, and its KeyError
+        return frame[names].to_numpy(dtype=np.float64)
+    return frame.to_numpy(dtype=np.float64).T[rows].T
+
+
+def _all_float64(frame: pd.DataFrame) -> bool:
+    return all(dtype == np.float64 for dtype in frame.dtypes.tolist())
 
 
 @dataclass(frozen=True)
@@ -221,12 +250,25 @@ class WindowedStrategy(ABC):
         frame = self._augment(bars, self._features(bars))
         if names is None:
             return frame
-        missing = [c for c in names if c not in frame.columns]
+        self._check_computed(frame, names)
+        return frame[names]
+
+    def _feature_matrix(
+        self, bars: pd.DataFrame, names: list[str]
+    ) -> tuple[np.ndarray, pd.DataFrame]:
+        """``_feature_frame(bars, names).to_numpy(dtype=np.float64)`` (the same array), and
+        the whole feature frame it is taken from."""
+        frame = self._augment(bars, self._features(bars))
+        self._check_computed(frame, names)
+        return take_columns(frame, names), frame
+
+    def _check_computed(self, frame: pd.DataFrame, names: list[str]) -> None:
+        have = set(frame.columns.tolist())
+        missing = [c for c in names if c not in have]
         if missing:
             raise StrategyError(
                 f"{self.name}: features {missing} of the fitted model are not computed"
             )
-        return frame[names]
 
     def _decision_bars(self, x: np.ndarray) -> np.ndarray:
         """Bars ``i`` whose window ``i - L + 1 .. i`` holds finite features only."""
@@ -330,24 +372,34 @@ class WindowedStrategy(ABC):
         incomplete. ``last``: run the networks for the last ``last`` bars only (the rows
         before are NaN), as a live prediction of the newest bar needs; the features still
         read every bar given."""
+        out, _ = self._predict(bars, last)
+        return column_frame(bars, out)
+
+    def _predict(
+        self, bars: pd.DataFrame, last: int | None
+    ) -> tuple[dict[str, np.ndarray], pd.DataFrame | None]:
+        """The :meth:`predict_proba` columns as arrays, and the feature frame they come
+        from (with the :meth:`_augment` columns; ``None`` for no bars), for a subclass that
+        adds columns from it."""
         self._check_fitted()
-        check_bars(bars)
-        shape = (0,) if self.n_classes == 2 else (0, self.n_classes)
-        empty = self._outputs(np.empty(shape), np.empty(shape))
-        out = {k: np.full(len(bars), np.nan) for k in empty}
-        if len(bars):
-            x = self._feature_frame(bars, self.feature_names_).to_numpy(dtype=np.float64)
-            idx = self._decision_rows(bars, x)
-            if last is not None:
-                idx = idx[idx >= len(bars) - last]
-            if idx.size:
-                xs = self.scaler_.transform(x)
-                gather = self._gather(bars, xs, self.scaler_.mean, self.scaler_.std)
-                emb, enc = infer(self.net_, xs, self.params.window, idx, gather=gather)
-                head = self.booster_.predict(xgb.DMatrix(self._head_inputs(emb, xs, idx)))
-                for k, v in self._outputs(head, enc).items():
-                    out[k][idx] = v
-        return pd.DataFrame(out, index=bars.index)
+        with checked_bars(bars):  # the features need not check the bars again
+            shape = (0,) if self.n_classes == 2 else (0, self.n_classes)
+            empty = self._outputs(np.empty(shape), np.empty(shape))
+            out = {k: np.full(len(bars), np.nan) for k in empty}
+            if not len(bars):
+                return out, None
+            x, features = self._feature_matrix(bars, self.feature_names_)
+        idx = self._decision_rows(bars, x)
+        if last is not None:
+            idx = idx[idx >= len(bars) - last]
+        if idx.size:
+            xs = self.scaler_.transform(x)
+            gather = self._gather(bars, xs, self.scaler_.mean, self.scaler_.std)
+            emb, enc = infer(self.net_, xs, self.params.window, idx, gather=gather)
+            head = self.booster_.predict(xgb.DMatrix(self._head_inputs(emb, xs, idx)))
+            for k, v in self._outputs(head, enc).items():
+                out[k][idx] = v
+        return out, features
 
     def explain(
         self, bars: pd.DataFrame, *, context: Context | None = None, n_windows: int = 256
@@ -366,7 +418,7 @@ class WindowedStrategy(ABC):
             raise StrategyError(
                 f"{self.name}: n_windows must be a positive integer, got {n_windows!r}"
             )
-        x = self._feature_frame(bars, self.feature_names_).to_numpy(dtype=np.float64)
+        x, _ = self._feature_matrix(bars, self.feature_names_)
         idx = self._decision_bars(x)[-n_windows:]
         L = self.params.window
         if not idx.size:

@@ -45,8 +45,10 @@ from numba import njit
 
 from mlengine import labels
 from mlengine.features import compute_features
+from mlengine.features.registry import column_index
+from mlengine.features.registry import frame as column_frame
 from mlengine.nn.recurrent import LSTMConfig, LSTMEncoder, Pooling
-from mlengine.strategies._windowed import WindowedParams, WindowedStrategy
+from mlengine.strategies._windowed import WindowedParams, WindowedStrategy, take_columns
 from mlengine.strategies.base import Context, StrategyError
 from mlengine.strategies.registry import register
 
@@ -225,6 +227,11 @@ def _forward(
             out[t, j] = np.exp(la[j])
 
 
+def _regime_columns(k: int) -> list[str]:
+    """The names of the filtered probabilities of ``k`` regimes among the features."""
+    return [f"regime_p{i}" for i in range(k)]
+
+
 def _runs(valid: np.ndarray) -> np.ndarray:
     """Lengths of the runs of True in ``valid``, in order."""
     edges = np.diff(np.r_[0, valid.astype(np.int8), 0])
@@ -287,14 +294,16 @@ class MRD(WindowedStrategy):
             names.append("realised_vol")
             params["realised_vol"] = {"windows": w}
         frame = compute_features(bars, names, params=params)
-        o, h, low, c = (bars[col].to_numpy() for col in ("open", "high", "low", "close"))
-        flat = (o == h) & (h == low) & (low == c) & (frame["ret_log_1"].to_numpy() == 0.0)
+        # compute_features checked the bars: the OHLCV columns in order, float64
+        o, h, low, c = bars.to_numpy().T[:4]
+        ret = take_columns(frame, ["ret_log_1"])[:, 0]
+        flat = (o == h) & (h == low) & (low == c) & (ret == 0.0)
         if not w:
-            return np.where(flat, np.nan, frame["ret_log_1"].to_numpy())[:, None]
-        vol = frame[f"rvol_{w}"].to_numpy()
+            return np.where(flat, np.nan, ret)[:, None]
+        vol = take_columns(frame, [f"rvol_{w}"])[:, 0]
         ok = ~flat & (vol >= _FLAT_VOL)  # NaN fails too
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(ok[:, None], np.c_[frame["ret_log_1"].to_numpy(), np.log(vol)], np.nan)
+            return np.where(ok[:, None], np.c_[ret, np.log(vol)], np.nan)
 
     def _fit_state(self, bars: pd.DataFrame, features: pd.DataFrame, train_end: int) -> None:
         """Fit the regime HMM on the observations of rows ``<= train_end`` (module docs)."""
@@ -339,7 +348,16 @@ class MRD(WindowedStrategy):
 
     def _augment(self, bars: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
         probs = self.regimes_.filtered(self._observations(bars))
-        names = [f"regime_p{k}" for k in range(probs.shape[1])]
+        names = _regime_columns(probs.shape[1])
+        if features.index.is_(bars.index) and all(
+            dtype == np.float64 for dtype in features.dtypes.tolist()
+        ):
+            # what the concat below gives, as one block: no alignment, no per-block work
+            block = np.concatenate([features.to_numpy().T, probs.T])
+            columns = column_index([*features.columns.tolist(), *names])
+            if columns.dtype != features.columns.dtype:  # labels that are not (all) text
+                columns = features.columns.append(pd.Index(names))
+            return pd.DataFrame(block.T, index=bars.index, columns=columns, copy=False)
         return pd.concat([features, pd.DataFrame(probs, index=bars.index, columns=names)], axis=1)
 
     def _state(self) -> dict[str, Any]:
@@ -356,13 +374,16 @@ class MRD(WindowedStrategy):
         """``p_up`` and ``encoder_p_up`` (see the base, also for ``last``), plus ``regime``
         (the most probable filtered regime) and ``regime_prob`` (its probability) at the
         bars with a ``p_up``."""
-        out = super().predict_proba(bars, context=context, last=last)
-        probs = self.regimes_.filtered(self._observations(bars))
-        known = np.isfinite(out["p_up"].to_numpy()) & np.isfinite(probs).all(axis=1)
+        out, features = self._predict(bars, last)
+        if features is None:  # no bars
+            probs = self.regimes_.filtered(self._observations(bars))
+        else:  # the filtered probabilities the features hold (_augment)
+            probs = take_columns(features, _regime_columns(self.regimes_.n_states))
+        known = np.isfinite(out["p_up"]) & np.isfinite(probs).all(axis=1)
         safe = np.where(known[:, None], probs, 0.0)
         out["regime"] = np.where(known, safe.argmax(axis=1), np.nan)
         out["regime_prob"] = np.where(known, safe.max(axis=1), np.nan)
-        return out
+        return column_frame(bars, out)
 
     def summarize(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """Regime statistics of the stitched out-of-sample ``predictions`` on ``bars``.

@@ -38,9 +38,11 @@ import xgboost as xgb
 
 from mlengine import labels
 from mlengine.features import check_bars, compute_features
+from mlengine.features.registry import checked_bars
+from mlengine.features.registry import frame as column_frame
 from mlengine.features.structure import structure_events, swings
 from mlengine.strategies._head import fit_head, holdout, load_model, save_model
-from mlengine.strategies._windowed import scale_free
+from mlengine.strategies._windowed import scale_free, take_columns
 from mlengine.strategies.base import Context, NotFittedError, StrategyError, resolve_params
 from mlengine.strategies.registry import register
 
@@ -126,7 +128,9 @@ class MSA:
 
     def _diagnostics(self, feats: pd.DataFrame) -> dict[str, np.ndarray]:
         p = self.params
-        col = {k: feats[f"{k}_{s}"].to_numpy() for k, s in self._structure_columns().items()}
+        names = {k: f"{k}_{s}" for k, s in self._structure_columns().items()}
+        values = take_columns(feats, list(names.values()))  # no Series per column
+        col = {k: values[:, i] for i, k in enumerate(names)}
         near_fvg = np.fmin(col["fvg_bull_dist"], col["fvg_bear_dist"]) <= p.near_atr
         near_ob = np.fmin(col["ob_bull_dist"], col["ob_bear_dist"]) <= p.near_atr
         out = {
@@ -202,9 +206,9 @@ class MSA:
         last ``last`` bars only (``p_up`` NaN before them); the features still read every
         bar given."""
         self._check_fitted()
-        check_bars(bars)
-        feats = self._features(bars)
-        x = feats[self.feature_names_].to_numpy(dtype=np.float64)
+        with checked_bars(bars):  # the features need not check the bars again
+            feats = self._features(bars)
+        x = take_columns(feats, self.feature_names_)
         ok = np.flatnonzero(np.isfinite(x).all(axis=1))
         if last is not None:
             ok = ok[ok >= len(bars) - last]
@@ -212,7 +216,7 @@ class MSA:
         if ok.size:
             dm = xgb.DMatrix(x[ok], feature_names=self.feature_names_)
             p_up[ok] = self.booster_.predict(dm).astype(np.float64)
-        return pd.DataFrame({"p_up": p_up, **self._diagnostics(feats)}, index=bars.index)
+        return column_frame(bars, {"p_up": p_up, **self._diagnostics(feats)})
 
     def summarize(self, predictions: pd.DataFrame, bars: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """``structure_metrics``: per prediction type (index ``type``: all bars, within
