@@ -24,7 +24,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 
-from mlengine.data.resample import align_to_lower, resample
+from mlengine.data.resample import closed_positions, resample
 from mlengine.data.schema import BarDataError, Timeframe, TimeframeError
 
 __all__ = ["TimeframeStack", "build_stack", "stack_timeframes"]
@@ -118,18 +118,20 @@ def stack_timeframes(
     base = frames[0]
     positions = np.empty((len(base), len(frames)), dtype=np.int64)
     positions[:, 0] = np.arange(len(base))
+    lower = base.index
+    if not isinstance(lower, pd.DatetimeIndex):
+        lower = pd.DatetimeIndex(lower)
     for k in range(1, len(frames)):
-        rows = pd.DataFrame({"row": np.arange(len(frames[k]))}, index=frames[k].index)
-        seen = align_to_lower(
-            rows, pd.DatetimeIndex(base.index), lower_timeframe=tfs[0], higher_timeframe=tfs[k]
-        ).iloc[:, 0]
-        positions[:, k] = seen.fillna(-1).to_numpy(dtype=np.int64)
+        # align_to_lower's rule, as positions (no frames to build and merge)
+        positions[:, k] = closed_positions(
+            frames[k].index, lower, higher_timeframe=tfs[k], lower_timeframe=tfs[0]
+        )
     return TimeframeStack(
         timeframes=tuple(tf.name for tf in tfs),
         columns=columns,
         features=tuple(f.to_numpy(dtype=np.float64) for f in frames),
         positions=positions,
-        index=pd.DatetimeIndex(base.index),
+        index=lower,
     )
 
 

@@ -21,7 +21,8 @@ source grid relative to the anchor.
 
 from __future__ import annotations
 
-from typing import Literal
+import datetime
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ from mlengine.data.schema import (
     check_bar_frame,
 )
 
-__all__ = ["align_to_lower", "bar_counts", "default_prefix", "resample"]
+__all__ = ["align_to_lower", "bar_counts", "closed_positions", "default_prefix", "resample"]
 
 _AGG = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
 _EPOCH = pd.Timestamp(0, tz="UTC")
@@ -45,6 +46,8 @@ Origin = Literal["epoch"] | pd.Timestamp | str
 
 def _anchor(origin: Origin, offset: str | pd.Timedelta | None) -> int:
     """The bin anchor ``origin + offset`` as nanoseconds since the epoch."""
+    if offset is None and isinstance(origin, str) and origin == "epoch":
+        return 0
     if isinstance(origin, str) and origin == "epoch":
         start = _EPOCH
     else:
@@ -63,12 +66,13 @@ def _anchor(origin: Origin, offset: str | pd.Timedelta | None) -> int:
 def _timeframes(bars: pd.DataFrame, timeframe: str | Timeframe) -> tuple[Timeframe, Timeframe]:
     source = Timeframe.parse(bars.attrs["timeframe"])
     target = Timeframe.parse(timeframe)
-    if target.delta < source.delta:
+    target_ns, source_ns = int(target.delta.value), int(source.delta.value)
+    if target_ns < source_ns:
         raise TimeframeError(
             f"cannot resample {source} bars to the lower timeframe {target}: "
             "resampling only aggregates to a higher timeframe"
         )
-    if target.delta % source.delta != pd.Timedelta(0):
+    if target_ns % source_ns:
         raise TimeframeError(
             f"target timeframe {target} is not a whole multiple of the source timeframe {source}"
         )
@@ -85,7 +89,8 @@ def _bins(
     check_bar_frame(bars)
     source, target = _timeframes(bars, timeframe)
     anchor = _anchor(origin, offset)
-    rel = pd.DatetimeIndex(bars.index).as_unit("ns").asi8 - anchor
+    index = cast(pd.DatetimeIndex, bars.index)  # check_bar_frame made sure
+    rel = (index if index.unit == "ns" else index.as_unit("ns")).asi8 - anchor
     step_ns, src_ns = int(target.delta.value), int(source.delta.value)
     off_grid = np.flatnonzero(rel % src_ns)
     if off_grid.size:
@@ -100,10 +105,9 @@ def _bins(
 
 
 def _keep_mask(
-    codes: np.ndarray, bars: pd.DataFrame, source: Timeframe, target: Timeframe, anchor: int
+    uniq: np.ndarray, bars: pd.DataFrame, source: Timeframe, target: Timeframe, anchor: int
 ) -> np.ndarray:
-    """Per output bin (sorted codes), False for a partial first or last bin."""
-    uniq = np.unique(codes)
+    """Per output bin (the sorted bin numbers ``uniq``), False for a partial first or last bin."""
     keep = np.ones(uniq.size, dtype=bool)
     if uniq.size == 0:
         return keep
@@ -115,6 +119,32 @@ def _keep_mask(
     if last_close < anchor + (int(uniq[-1]) + 1) * step_ns:
         keep[-1] = False
     return keep
+
+
+def _aggregate(bars: pd.DataFrame, codes: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The bin numbers present (sorted) and each OHLCV column aggregated per bin, value for
+    value what ``bars.groupby(codes).agg(_AGG)`` gives (open = first, high = max, low = min,
+    close = last, volume = sum). Source stamps strictly increase, so each bin is one run of
+    rows: without NaN the reductions are numpy's ``reduceat`` over the runs, which is what
+    pandas' groupby does for sorted groups, without its per-call overhead (checked bit for
+    bit by tests/test_fastpath_mts.py); with NaN, pandas' NaN-skipping groupby itself."""
+    values = bars.to_numpy(dtype=np.float64)
+    if not len(values):
+        return codes[:0], {c: np.empty(0) for c in OHLCV}
+    if np.isnan(values).any():
+        agg = bars.groupby(codes, sort=True).agg(_AGG)
+        return agg.index.to_numpy(), {c: agg[c].to_numpy(dtype=np.float64) for c in OHLCV}
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    col = {c: np.ascontiguousarray(values[:, j]) for j, c in enumerate(OHLCV)}
+    out = {
+        "open": col["open"][starts],
+        "high": np.maximum.reduceat(col["high"], starts),
+        "low": np.minimum.reduceat(col["low"], starts),
+        "close": col["close"][ends - 1],
+        "volume": np.add.reduceat(col["volume"], starts),
+    }
+    return codes[starts], out
 
 
 def resample(
@@ -134,18 +164,18 @@ def resample(
     for an invalid frame or a bar off the source grid. See the module docstring for bins.
     """
     codes, source, target, anchor = _bins(bars, timeframe, origin, offset)
-    # groupby on the precomputed integer bin numbers: only non-empty bins appear, and the
-    # reductions are pandas' own (vectorised, NaN-aware).
-    agg = bars.groupby(codes, sort=True).agg(_AGG)
+    # Only non-empty bins appear; the reductions are those of pandas' groupby-aggregate
+    # (_AGG), computed on the contiguous runs of the precomputed integer bin numbers.
+    uniq, agg = _aggregate(bars, codes)
     if drop_partial:
-        agg = agg[_keep_mask(codes, bars, source, target, anchor)]
+        keep = _keep_mask(uniq, bars, source, target, anchor)
+        if not keep.all():
+            uniq, agg = uniq[keep], {c: v[keep] for c, v in agg.items()}
     index = pd.DatetimeIndex(
-        (anchor + agg.index.to_numpy(dtype=np.int64) * int(target.delta.value)).astype(
-            "datetime64[ns]"
-        ),
+        (anchor + uniq.astype(np.int64) * int(target.delta.value)).astype("datetime64[ns]"),
         name=INDEX_NAME,
     ).tz_localize("UTC")
-    out = pd.DataFrame({c: agg[c].to_numpy(dtype=np.float64) for c in OHLCV}, index=index)
+    out = pd.DataFrame(np.column_stack([agg[c] for c in OHLCV]), index=index, columns=list(OHLCV))
     out.attrs.update(bars.attrs)
     out.attrs["timeframe"] = target.name
     return out
@@ -167,7 +197,7 @@ def bar_counts(
     codes, source, target, anchor = _bins(bars, timeframe, origin, offset)
     uniq, counts = np.unique(codes, return_counts=True)
     if drop_partial:
-        keep = _keep_mask(codes, bars, source, target, anchor)
+        keep = _keep_mask(uniq, bars, source, target, anchor)
         uniq, counts = uniq[keep], counts[keep]
     index = pd.DatetimeIndex(
         (anchor + uniq.astype(np.int64) * int(target.delta.value)).astype("datetime64[ns]"),
@@ -187,7 +217,14 @@ def _utc_index(index: pd.Index, what: str) -> pd.DatetimeIndex:
         raise BarDataError(f"{what} must be a DatetimeIndex, got {type(index).__name__}")
     if index.tz is None:
         raise BarDataError(f"{what} must be tz-aware (UTC), got a naive DatetimeIndex")
-    out = index.tz_convert("UTC").as_unit("ns")
+    out = index  # UTC in nanoseconds: converted only when it is not already
+    if out.tz is not datetime.UTC:
+        out = out.tz_convert("UTC")
+    if out.unit != "ns":
+        out = out.as_unit("ns")
+    if out.hasnans:
+        i = int(np.flatnonzero(out.isna())[0])
+        raise BarDataError(f"{what} holds NaT at position {i}", row=i + 1)
     steps = np.diff(out.asi8)
     bad = np.flatnonzero(steps <= 0)
     if bad.size:
@@ -257,3 +294,36 @@ def align_to_lower(
         allow_exact_matches=True,  # a higher bar closing exactly at the lower close counts
     )
     return merged.set_axis(pd.DatetimeIndex(lower, name=lower.name), axis=0)
+
+
+def closed_positions(
+    higher_index: pd.Index,
+    lower_index: pd.Index,
+    *,
+    higher_timeframe: str | Timeframe,
+    lower_timeframe: str | Timeframe,
+) -> np.ndarray:
+    """Per row of ``lower_index``, the position in ``higher_index`` of the higher row that
+    :func:`align_to_lower` puts there (the last higher bar closed by the lower bar's close,
+    ``T + htf <= t + ltf``), ``-1`` before the first; an ``int64`` array.
+
+    The positions alone, by binary search on the close times: what a caller that indexes
+    arrays needs, without building and merging frames. Both indexes are checked as there
+    (tz-aware, strictly increasing, no NaT)."""
+    htf = Timeframe.parse(higher_timeframe)
+    ltf = Timeframe.parse(lower_timeframe)
+    lower = _utc_index(lower_index, "lower index")
+    high = _utc_index(higher_index, "higher index")
+    closes = _shifted(high, htf, "higher index")
+    # the last higher close <= the lower close: merge_asof's backward match, exact included
+    pos = np.searchsorted(closes, _shifted(lower, ltf, "lower index"), side="right") - 1
+    return pos.astype(np.int64, copy=False)
+
+
+def _shifted(index: pd.DatetimeIndex, timeframe: Timeframe, what: str) -> np.ndarray:
+    """Close times (nanoseconds) of the bars opening at ``index`` (UTC, ns unit)."""
+    opens = index.asi8
+    closes = opens + int(timeframe.delta.value)
+    if closes.size and closes[-1] < opens[-1]:  # wrapped past the int64 range
+        raise BarDataError(f"{what}: the {timeframe} bar at {index[-1]} closes out of range")
+    return closes

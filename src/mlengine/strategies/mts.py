@@ -138,7 +138,8 @@ class MTS(WindowedStrategy):
         frame = compute_features(bars, [*self.params.features, "trend_strength"])
         return scale_free(frame)
 
-    _memo: tuple[pd.DataFrame, TimeframeStack] | None = None
+    #: within one predict_proba call: its bars, their stack and aligned features
+    _memo: tuple[pd.DataFrame, TimeframeStack, pd.DataFrame] | None = None
 
     def _stack(self, bars: pd.DataFrame) -> TimeframeStack:
         memo = self._memo
@@ -154,14 +155,10 @@ class MTS(WindowedStrategy):
 
     def _features(self, bars: pd.DataFrame) -> pd.DataFrame:
         """Each timeframe's latest closed features on the base bars, ``{prefix}_`` columns."""
-        stack = self._stack(bars)
-        parts = []
-        for k, (tf, x) in enumerate(zip(stack.timeframes, stack.features, strict=True)):
-            rows = stack.positions[:, k]
-            values = np.where((rows >= 0)[:, None], x[np.maximum(rows, 0)], np.nan)
-            names = [f"{default_prefix(tf)}_{c}" for c in stack.columns]
-            parts.append(pd.DataFrame(values, index=bars.index, columns=names))
-        return pd.concat(parts, axis=1)
+        memo = self._memo
+        if memo is not None and memo[0] is bars:  # within one predict_proba call
+            return memo[2]
+        return _aligned(self._stack(bars), bars.index)
 
     def _labels(self, bars: pd.DataFrame) -> np.ndarray:
         p = self.params
@@ -216,24 +213,33 @@ class MTS(WindowedStrategy):
     ) -> pd.DataFrame:
         """``p_up``, ``encoder_p_up``, each timeframe's ``trend_{prefix}`` and
         ``tf_alignment`` per bar (module docs); NaN where unknown. ``last`` as in the base.
-        The timeframe stack of ``bars`` is built once for the call (the base's hooks each
-        ask for it)."""
+        The timeframe stack of ``bars`` and its aligned features are built once for the call
+        (the base's hooks each ask for them, and the trends read the features)."""
         self._check_fitted()
         check_bars(bars)
         if not len(bars):
             return super().predict_proba(bars, context=context, last=last)
-        self._memo = (bars, self._stack(bars))
+        stack = self._stack(bars)
+        features = _aligned(stack, bars.index)
+        self._memo = (bars, stack, features)
         try:
             out = super().predict_proba(bars, context=context, last=last)
-            features = self._features(bars)
         finally:
             self._memo = None
-        trend = [c for c in features.columns if c.endswith(f"_{TREND}")]
-        signs = np.sign(features[trend].to_numpy(dtype=np.float64))
-        for col, sign in zip(trend, signs.T, strict=True):
-            out[f"trend_{col.split('_', 1)[0]}"] = sign
-        out["tf_alignment"] = alignment(signs)
-        return out
+        trend = [j for j, c in enumerate(features.columns) if c.endswith(f"_{TREND}")]
+        signs = np.sign(features.to_numpy(dtype=np.float64)[:, trend])
+        # the base's columns, then trend_{prefix} per trend column (a repeated prefix keeps
+        # its last) and tf_alignment: one frame rather than columns inserted one by one
+        extra = {
+            f"trend_{features.columns[j].split('_', 1)[0]}": sign
+            for j, sign in zip(trend, signs.T, strict=True)
+        }
+        extra["tf_alignment"] = alignment(signs)
+        return pd.DataFrame(
+            np.column_stack([out.to_numpy(dtype=np.float64), *extra.values()]),
+            index=out.index,
+            columns=[*out.columns, *extra],
+        )
 
     def explain(
         self, bars: pd.DataFrame, *, context: Context | None = None, n_windows: int = 256
@@ -301,6 +307,24 @@ class MTS(WindowedStrategy):
         frame = pd.DataFrame.from_dict(stats, orient="index")
         frame.index.name = "timeframes"
         return {"alignment_metrics": frame}
+
+
+def _aligned(stack: TimeframeStack, index: pd.Index) -> pd.DataFrame:
+    """Each timeframe's latest closed features at every base row (NaN before its first
+    closed bar), columns ``{prefix}_{feature}`` timeframe by timeframe: one frame."""
+    n_cols = len(stack.columns)
+    values = np.empty((len(index), len(stack.timeframes) * n_cols))
+    names: list[str] = []
+    for k, (tf, x) in enumerate(zip(stack.timeframes, stack.features, strict=True)):
+        rows = stack.positions[:, k]
+        block = values[:, k * n_cols : (k + 1) * n_cols]
+        if len(x):
+            block[:] = x[np.maximum(rows, 0)]
+            block[rows < 0] = np.nan
+        else:  # bars too few for one closed bar of this timeframe: nothing known yet
+            block[:] = np.nan
+        names += [f"{default_prefix(tf)}_{c}" for c in stack.columns]
+    return pd.DataFrame(values, index=index, columns=pd.Index(names))
 
 
 def alignment(signs: np.ndarray) -> np.ndarray:
