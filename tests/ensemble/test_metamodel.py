@@ -24,6 +24,7 @@ from mlengine.ensemble.calibration import METHODS
 from mlengine.ensemble.gating import GateParams
 from mlengine.ensemble.metamodel import (
     CALIBRATION_CHOICES,
+    CONTEXT_COLUMNS,
     CONTEXT_WINDOW,
     MetamodelError,
     MetaResult,
@@ -39,14 +40,7 @@ from tests.strategies.controls import synthetic_bars
 
 #: A small, quick gate for the tests that check the plumbing rather than what it learns.
 FAST_GATE = GateParams(hidden=8, epochs=40, patience=10)
-CTX = [
-    "ctx_volatility",
-    "ctx_trend",
-    "ctx_hour_sin",
-    "ctx_hour_cos",
-    "ctx_week_sin",
-    "ctx_week_cos",
-]
+CTX = list(CONTEXT_COLUMNS)
 
 
 class Stamp:

@@ -170,10 +170,13 @@ def _label(index: pd.Index, pos: int) -> str:
 def _frame(data: object, what: str) -> pd.DataFrame:
     if not isinstance(data, pd.DataFrame):
         raise GateError(f"{what} must be a pandas DataFrame, got {type(data).__name__}")
-    bad = [c for c in data.columns if not isinstance(c, str)]
+    # tolist: the names as iterating gives them, converted at once (str columns are arrow-backed)
+    names = data.columns.tolist()
+    bad = [c for c in names if not isinstance(c, str)]
     if bad:
         raise GateError(f"{what} column names must be strings, got {bad[0]!r}")
-    if data.columns.has_duplicates:
+    # strings: a set keeps one of each name, as the index's duplicate check counts them
+    if len(set(names)) != len(names):
         dup = data.columns[data.columns.duplicated()][0]
         raise GateError(f"{what} has the column {dup!r} more than once")
     return data
@@ -199,7 +202,24 @@ def _same_rows(index: pd.Index, other: pd.Index, what: str) -> None:
 
 
 def _numeric(frame: pd.DataFrame, what: str) -> np.ndarray:
-    """The columns of ``frame`` as float64 ``(n, d)``; NaN kept, infinities rejected."""
+    """The columns of ``frame`` as float64 ``(n, d)``; NaN kept, infinities rejected.
+
+    When every column has a numpy bool, integer or float dtype (the stack's features and
+    probabilities), the frame converts in one step, which on few rows costs far less than a
+    Series per column and gives the same values; the first infinity is then reported as the
+    column-by-column reading reports it (the first such column, its first such row). The
+    result is a new C-ordered array either way: the layout decides how numpy sums along an
+    axis (pairwise along a contiguous one), so the scaler's rounding depends on it."""
+    dtypes = list(frame.dtypes)
+    if all(isinstance(t, np.dtype) and t.kind in "biuf" for t in dtypes):
+        block = np.array(frame.to_numpy(dtype=np.float64, na_value=np.nan), order="C")
+        infinite = np.isinf(block)
+        if infinite.any():
+            j = int(np.flatnonzero(infinite.any(axis=0))[0])
+            pos = int(np.flatnonzero(infinite[:, j])[0])
+            name = frame.columns[j]
+            raise GateError(f"{what} column {name!r} is infinite at {_label(frame.index, pos)}")
+        return block
     out = np.empty(frame.shape, dtype=np.float64)
     for j, col in enumerate(frame.columns):
         series = frame[col]
@@ -258,7 +278,10 @@ def _outcomes(y: object, index: pd.Index) -> np.ndarray:
 
 def _columns(frame: pd.DataFrame, expected: list[str], what: str) -> pd.DataFrame:
     """``frame`` with the columns ``expected`` (in that order); any other set is an error."""
-    have = list(frame.columns)
+    have = frame.columns.tolist()
+    if have == expected:
+        # already in order (names are distinct: _frame checks), nothing to select
+        return frame
     if set(have) != set(expected):
         missing = [c for c in expected if c not in have]
         extra = [c for c in have if c not in expected]
@@ -423,12 +446,22 @@ class Gate:
     def predict(self, features: pd.DataFrame, probs: pd.DataFrame) -> pd.Series:
         """The mixture probability ``sum_k w_k p_k`` per row, named ``p_up`` (missing expert
         probabilities count as 0.5)."""
+        mix, _ = self._predict_weights(features, probs)
+        return pd.Series(mix, index=features.index, name="p_up")
+
+    def _predict_weights(
+        self, features: pd.DataFrame, probs: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`predict` and :meth:`weights` give, as arrays ``(n,)`` and
+        ``(n, k)``, from one check of the inputs and one pass of the network (a live
+        prediction needs both; asking for each checked the features and ran the network
+        twice). Raises what :meth:`predict` raises."""
         self._check_fitted()
         w = self._weights(features)
         probs = _columns(_frame(probs, "probs"), self.expert_names_, "probs")
         _same_rows(features.index, probs.index, "probs")
         mix = np.einsum("ij,ij->i", w, _probabilities(probs))
-        return pd.Series(np.clip(mix, 0.0, 1.0), index=features.index, name="p_up")
+        return np.clip(mix, 0.0, 1.0), w
 
     # -- persistence --------------------------------------------------------------------------
 

@@ -31,7 +31,13 @@ tail, which keeps a prediction fast whatever history the caller sends.
 **Where the time goes.** A prediction computes each strategy's features over its tail (the
 bulk of the time: the tails are long for the reasons above) and scores the newest bar alone:
 strategies whose ``predict_proba`` takes ``last`` (the neural ones and MSA) run their
-networks and boosters on that one bar, not on every bar of the tail.
+networks and boosters on that one bar, not on every bar of the tail. The ensemble's own part
+is kept to about a millisecond by avoiding pandas' per-call costs where they buy nothing on
+one row: each strategy's row is read in one conversion
+(:func:`~mlengine.ensemble.metamodel.numeric_row`), the gate's features of the bar are built
+from numpy values (the one-row path of
+:func:`~mlengine.ensemble.metamodel.stack_features`), and one pass of the gate gives both the
+mixture and the weights; every value is the one the frame operations give.
 
 A saved live ensemble is a directory: ``manifest.json`` (format version, the ensemble
 config, each strategy's name, parameters and history, symbol, timeframe, training range,
@@ -67,6 +73,7 @@ from mlengine.ensemble.metamodel import (
     Stack,
     fit_gate,
     numeric_columns,
+    numeric_row,
     stack,
     stack_features,
 )
@@ -195,15 +202,14 @@ class LivePrediction:
 # --- history --------------------------------------------------------------------------------
 
 
-def _diagnostics(row: pd.DataFrame) -> dict[str, float]:
+def _diagnostics(row: pd.DataFrame, values: dict[Any, float] | None = None) -> dict[str, float]:
     """The finite numeric / boolean diagnostics of a one-row prediction frame (``p_up``
-    left out), read column by column: a frame conversion costs more than the row."""
-    out = {}
-    for col in numeric_columns(row):
-        value = float(row[col].to_numpy()[0])
-        if col != "p_up" and math.isfinite(value):
-            out[str(col)] = value
-    return out
+    left out). ``values``: the row's :func:`~mlengine.ensemble.metamodel.numeric_row`, read
+    in one conversion; without it (a dtype that conversion does not take) the columns are
+    read one by one."""
+    if values is None:
+        values = {col: float(row[col].to_numpy()[0]) for col in numeric_columns(row)}
+    return {str(c): v for c, v in values.items() if c != "p_up" and math.isfinite(v)}
 
 
 def _same(a: pd.DataFrame, b: pd.DataFrame, atol: float) -> bool:
@@ -479,37 +485,48 @@ class LiveEnsemble:
         ts = bars.index[-1]
         predictions: dict[str, pd.DataFrame] = {}
         outputs: dict[str, StrategyOutput] = {}
-        for name, model in self.strategies.items():
-            tail = bars.iloc[-self.history[name] :]
-            kw: dict[str, Any] = {"last": 1} if self._last_only[name] else {}
-            # one XGBoost thread: scoring one row, OpenMP workers only add waits (on a busy
-            # machine the p99 of a one-row prediction fell from ~130 ms to ~20 ms)
-            with xgb.config_context(nthread=1):
-                last = model.predict_proba(tail, **kw).iloc[-1:]
-            p = float(last["p_up"].iloc[0])
-            if not math.isfinite(p):
-                raise LiveEnsembleError(
-                    f"strategy {name!r} gives no prediction at {ts} from the last "
-                    f"{self.history[name]} bars (an incomplete feature window: flat or "
-                    "missing bars?)"
-                )
-            predictions[name] = last
-            outputs[name] = StrategyOutput(p, _diagnostics(last))
+        # one XGBoost thread: scoring one row, OpenMP workers only add waits (on a busy
+        # machine the p99 of a one-row prediction fell from ~130 ms to ~20 ms)
+        with xgb.config_context(nthread=1):
+            for name, model in self.strategies.items():
+                tail = bars.iloc[-self.history[name] :]
+                kw: dict[str, Any] = {"last": 1} if self._last_only[name] else {}
+                out = model.predict_proba(tail, **kw)
+                # one row already (``last=1``): a slice of it would only copy it and its attrs
+                last = out if len(out) == 1 else out.iloc[-1:]
+                values = numeric_row(last)
+                if values is not None and "p_up" in values:
+                    p = values["p_up"]
+                else:
+                    p = float(last["p_up"].iloc[0])
+                if not math.isfinite(p):
+                    raise LiveEnsembleError(
+                        f"strategy {name!r} gives no prediction at {ts} from the last "
+                        f"{self.history[name]} bars (an incomplete feature window: flat or "
+                        "missing bars?)"
+                    )
+                predictions[name] = last
+                outputs[name] = StrategyOutput(p, _diagnostics(last, values))
         index = pd.DatetimeIndex([ts], name="ts")
         features = stack_features(predictions, bars.iloc[-CONTEXT_HISTORY:], index)
-        probs = pd.DataFrame({n: [o.p_up] for n, o in outputs.items()}, index=index)
+        probs = pd.DataFrame(
+            np.array([[o.p_up for o in outputs.values()]], dtype=np.float64),
+            index=index,
+            columns=pd.Index(list(outputs)),
+        )
         try:
-            raw = float(self.gate.predict(features, probs).iloc[0])
-            weights = self.gate.weights(features).iloc[0]
+            mix, weights = self.gate._predict_weights(features, probs)
         except GateError as err:
             raise LiveEnsembleError(f"the gate cannot score {ts}: {err}") from None
+        raw = float(mix[0])
         p_up = raw if self.calibrator is None else float(self.calibrator.transform([raw])[0])
+        experts = self.gate.expert_names_
         return LivePrediction(
             symbol=self.symbol,
             timeframe=self.timeframe,
             ts=ts,
             strategies=outputs,
-            weights={str(k): float(v) for k, v in weights.items()},
+            weights={str(k): float(v) for k, v in zip(experts, weights[0], strict=True)},
             p_raw=raw,
             p_up=p_up,
         )

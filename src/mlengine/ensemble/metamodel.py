@@ -25,6 +25,7 @@ ranges of the gate's, the calibrator's and the test rows, so the order can be ch
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -48,6 +49,7 @@ from mlengine.ensemble.gating import Gate, GateError, GateParams
 
 __all__ = [
     "CALIBRATION_CHOICES",
+    "CONTEXT_COLUMNS",
     "CONTEXT_WINDOW",
     "Calibration",
     "FittedGate",
@@ -61,12 +63,22 @@ __all__ = [
     "fit_gate",
     "fit_predict",
     "numeric_columns",
+    "numeric_row",
     "stack",
     "stack_features",
 ]
 
 #: Bars of the rolling windows of the context features.
 CONTEXT_WINDOW = 24
+#: The columns of :func:`context_features`, in order.
+CONTEXT_COLUMNS = (
+    "ctx_volatility",
+    "ctx_trend",
+    "ctx_hour_sin",
+    "ctx_hour_cos",
+    "ctx_week_sin",
+    "ctx_week_cos",
+)
 #: ``calibration`` settings: a method, ``"auto"`` (lowest out-of-sample log-loss) or ``"none"``.
 Calibration = Literal["auto", "isotonic", "platt", "temperature", "none"]
 CALIBRATION_CHOICES: tuple[str, ...] = get_args(Calibration)
@@ -95,18 +107,15 @@ def context_features(bars: pd.DataFrame, window: int = CONTEXT_WINDOW) -> pd.Dat
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.log(vol / median)
         trend = logret.rolling(window).sum() / (vol * np.sqrt(window))
-    out = pd.DataFrame(
-        {
-            "ctx_volatility": rel.replace([np.inf, -np.inf], np.nan),
-            "ctx_trend": trend.replace([np.inf, -np.inf], np.nan),
-            "ctx_hour_sin": np.sin(2 * np.pi * hour / 24.0),
-            "ctx_hour_cos": np.cos(2 * np.pi * hour / 24.0),
-            "ctx_week_sin": np.sin(2 * np.pi * day / 7.0),
-            "ctx_week_cos": np.cos(2 * np.pi * day / 7.0),
-        },
-        index=bars.index,
+    values = (
+        rel.replace([np.inf, -np.inf], np.nan),
+        trend.replace([np.inf, -np.inf], np.nan),
+        np.sin(2 * np.pi * hour / 24.0),
+        np.cos(2 * np.pi * hour / 24.0),
+        np.sin(2 * np.pi * day / 7.0),
+        np.cos(2 * np.pi * day / 7.0),
     )
-    return out
+    return pd.DataFrame(dict(zip(CONTEXT_COLUMNS, values, strict=True)), index=bars.index)
 
 
 def _check_horizon(horizon: object) -> int:
@@ -144,10 +153,62 @@ class Stack:
         return pd.DatetimeIndex(self.probs.index)
 
 
+def _is_number(dtype: Any) -> bool:
+    """Whether a column of ``dtype`` holds numbers or booleans. For a numpy dtype this is
+    its kind (bool, signed / unsigned integer, float, complex: what pandas'
+    ``is_bool_dtype`` / ``is_numeric_dtype`` accept, timedelta excluded) at a fraction of
+    their cost; for a pandas extension dtype it is their answer."""
+    if isinstance(dtype, np.dtype):
+        return dtype.kind in "biufc"
+    return bool(pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype))
+
+
 def numeric_columns(frame: pd.DataFrame) -> list[Any]:
-    """The columns of ``frame`` that are numbers or booleans (what the gate can read)."""
-    is_number = pd.api.types.is_numeric_dtype
-    return [c for c in frame.columns if pd.api.types.is_bool_dtype(frame[c]) or is_number(frame[c])]
+    """The columns of ``frame`` that are numbers or booleans (what the gate can read).
+    Decided from the column dtypes, without building a Series per column."""
+    names = frame.columns.tolist()
+    if not frame.columns.is_unique:
+        # a repeated name selects a frame, which is neither a number nor a boolean column
+        repeated = frame.columns.duplicated(keep=False)
+        return [
+            c
+            for c, dtype, twice in zip(names, frame.dtypes, repeated, strict=True)
+            if not twice and _is_number(dtype)
+        ]
+    return [c for c, dtype in zip(names, frame.dtypes, strict=True) if _is_number(dtype)]
+
+
+def numeric_row(frame: pd.DataFrame) -> dict[Any, float] | None:
+    """The numeric / boolean columns (:func:`numeric_columns`) of a one-row ``frame`` with
+    their values as floats, read in one conversion instead of a Series per column (on one
+    row that costs more than the values). ``None`` (read the columns one by one) unless
+    ``frame`` has one row, distinct column names and numpy dtypes of kind bool, integer or
+    float for those columns: for these the conversion to float64 gives what ``float`` of
+    each value gives."""
+    read = _numeric_row(frame)
+    return None if read is None else read[0]
+
+
+def _numeric_row(frame: pd.DataFrame) -> tuple[dict[Any, float], dict[Any, np.dtype]] | None:
+    """:func:`numeric_row` and the dtypes of its columns."""
+    if len(frame) != 1:
+        return None
+    names = frame.columns.tolist()
+    # distinct strings are distinct names (cheaper than the index's own check); else ask it
+    distinct = len(set(names)) == len(names) and all(isinstance(n, str) for n in names)
+    if not distinct and not frame.columns.is_unique:
+        return None
+    dtypes: dict[Any, np.dtype] = {}
+    positions = []
+    for j, (name, dtype) in enumerate(zip(names, frame.dtypes, strict=True)):
+        if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            dtypes[name] = dtype
+            positions.append(j)
+        elif _is_number(dtype):
+            return None
+    part = frame if len(positions) == frame.shape[1] else frame.iloc[:, positions]
+    values = part.to_numpy(dtype=np.float64)[0].tolist()
+    return dict(zip(dtypes, values, strict=True)), dtypes
 
 
 def _numeric_diagnostics(name: str, pred: pd.DataFrame) -> pd.DataFrame:
@@ -164,11 +225,89 @@ def stack_features(
 ) -> pd.DataFrame:
     """The gate's features on the rows ``index`` of ``bars``: context, each strategy's
     ``p_up - 0.5`` (``p.<strategy>``) and numeric diagnostics (``<strategy>.<column>``),
-    from its predictions (``p_up`` plus diagnostics; a ``fold`` column is skipped)."""
+    from its predictions (``p_up`` plus diagnostics; a ``fold`` column is skipped).
+
+    A live prediction asks for one row, the last bar, from one-row predictions at it: that
+    row is built from numpy values (:func:`_stack_row`), the same numbers without the frame
+    operations, which cost far more than one row's arithmetic."""
+    row = _stack_row(predictions, bars, index)
+    if row is not None:
+        return row
     probs = pd.DataFrame({n: p["p_up"].reindex(index) for n, p in predictions.items()}, index=index)
     parts = [context_features(bars).reindex(index), (probs - 0.5).add_prefix("p.")]
     parts += [_numeric_diagnostics(n, p.reindex(index)) for n, p in predictions.items()]
     return pd.concat(parts, axis=1)
+
+
+def _context_last(bars: pd.DataFrame, window: int = CONTEXT_WINDOW) -> list[float] | None:
+    """The last row of :func:`context_features` of ``bars``, in its column order; ``None``
+    unless the closes are float64 and the index a :class:`~pandas.DatetimeIndex`. Each step
+    is the one :func:`context_features` takes (keep the two in step), without the frame
+    around it: the rolling statistics are pandas' own, run over all of ``bars`` (their
+    online updates make the rounding of the last value depend on every bar before it); the
+    time of day and week come from the last timestamp, the same arithmetic on one value."""
+    close = bars["close"]
+    if close.dtype != np.float64 or not isinstance(bars.index, pd.DatetimeIndex):
+        return None
+    log_close = np.log(close.to_numpy())
+    logret = np.empty_like(log_close)
+    logret[:1] = np.nan
+    np.subtract(log_close[1:], log_close[:-1], out=logret[1:])
+    rolling = pd.Series(logret).rolling(window)
+    vol = rolling.std()
+    median = vol.rolling(10 * window, min_periods=window).median().to_numpy()
+    total = rolling.sum().to_numpy()
+    vol_values = vol.to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = float(np.log(vol_values / median)[-1])
+        trend = float(total[-1] / (vol_values[-1] * np.sqrt(window)))
+    stamp = bars.index[-1]
+    hour = stamp.hour + stamp.minute / 60.0
+    day = stamp.day_of_week + hour / 24.0
+    return [
+        math.nan if math.isinf(rel) else rel,
+        math.nan if math.isinf(trend) else trend,
+        float(np.sin(2 * np.pi * hour / 24.0)),
+        float(np.cos(2 * np.pi * hour / 24.0)),
+        float(np.sin(2 * np.pi * day / 7.0)),
+        float(np.cos(2 * np.pi * day / 7.0)),
+    ]
+
+
+def _stack_row(
+    predictions: Mapping[str, pd.DataFrame], bars: pd.DataFrame, index: pd.Index
+) -> pd.DataFrame | None:
+    """:func:`stack_features` on one row, built from numpy values: when ``index`` is the
+    last bar of ``bars`` (whose bars are distinct) and every prediction is one row at that
+    bar, with distinct column names, a float64 ``p_up`` and numeric columns of numpy
+    dtypes (:func:`numeric_row`). The frame path then reindexes nothing and its columns are
+    all float64, so the same numbers in the same column order make the same frame. ``None``
+    for any other input (the frame path takes it, and raises what it raises)."""
+    if not predictions or not isinstance(index, pd.Index) or len(index) != 1:
+        return None
+    if not index.equals(bars.index[-1:]) or not bars.index.is_unique:
+        return None
+    names: list[str] = []
+    probs: list[float] = []
+    diagnostics: list[tuple[str, float]] = []
+    for name, pred in predictions.items():
+        if pred.index.dtype != index.dtype or not pred.index.equals(index):
+            return None
+        read = _numeric_row(pred)
+        if read is None or read[1].get("p_up") != np.float64:
+            return None
+        values = read[0]
+        names.append(f"p.{name}")
+        probs.append(values["p_up"] - 0.5)
+        # a dict, as in _numeric_diagnostics: a repeated name keeps its first place, last value
+        own = {f"{name}.{c}": v for c, v in values.items() if c not in ("p_up", "fold")}
+        diagnostics += own.items()
+    context = _context_last(bars)
+    if context is None:
+        return None
+    columns = [*CONTEXT_COLUMNS, *names, *(c for c, _ in diagnostics)]
+    row = np.array([[*context, *probs, *(v for _, v in diagnostics)]], dtype=np.float64)
+    return pd.DataFrame(row, index=index, columns=pd.Index(columns))
 
 
 def stack(predicted: Mapping[str, Predicted], bars: pd.DataFrame, horizon: int = 1) -> Stack:
