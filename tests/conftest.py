@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mlengine.data.store import Store
 
 PG_ADMIN_URL = os.environ.get("MLENGINE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MYSQL_HOST = os.environ.get("MLENGINE_TEST_MYSQL_HOST", "127.0.0.1")
@@ -89,3 +93,13 @@ def mysql_url() -> Iterator[str]:
 def duckdb_url(tmp_path) -> str:
     """URL of a fresh embedded DuckDB store in the test's temporary directory."""
     return f"duckdb:///{(tmp_path / 'store.duckdb').as_posix()}"
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """An open store on each engine: a fresh DuckDB file, and a fresh PostgreSQL database."""
+    from mlengine.data.store import open_store
+
+    url = request.getfixturevalue("duckdb_url" if request.param == "duckdb" else "pg_url")
+    with open_store(url) as s:
+        yield s

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlengine.data.store import Store, StoreUnavailableError, open_store
+from mlengine.data.store import Store, StoreUnavailableError
 from mlengine.llm.signal_log import read_decisions
 from mlengine.service.writer import SignalWriter
 
@@ -43,13 +43,6 @@ def predictions(i: int) -> pd.DataFrame:
             "diagnostics": [{}, {"p_raw": 0.5}],
         }
     )
-
-
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest):
-    url = request.getfixturevalue("duckdb_url" if request.param == "duckdb" else "pg_url")
-    with open_store(url) as s:
-        yield s
 
 
 def test_everything_queued_is_written_by_flush(store: Store) -> None:

@@ -52,13 +52,6 @@ def synthetic(n: int, *, symbol: str = "SYN", seed: int = 0, start: str = "2020-
     return make_bar_frame(idx, cols, symbol=symbol, timeframe="1h")
 
 
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest):
-    url = request.getfixturevalue("duckdb_url" if request.param == "duckdb" else "pg_url")
-    with open_store(url) as s:
-        yield s
-
-
 def test_real_bars_round_trip_exactly(store: Store) -> None:
     bars = load_eurusd()
     assert store.write_bars(bars) == len(bars)

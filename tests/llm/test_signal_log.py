@@ -57,13 +57,6 @@ OLD_SETUP = (
 )
 
 
-@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest):
-    url = request.getfixturevalue("duckdb_url" if request.param == "duckdb" else "pg_url")
-    with open_store(url) as s:
-        yield s
-
-
 def record(**overrides: object) -> dict[str, object]:
     """A complete valid record, as the decision flow writes it."""
     base: dict[str, object] = {
