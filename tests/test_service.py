@@ -408,14 +408,14 @@ def test_mlengine_serve_answers_over_http_with_keys(
     import httpx
 
     with open_store(duckdb_url) as store:
-        store.write_bars(bars)
+        store.write_bars(bars.iloc[:-20])
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = os.environ | {"MLENGINE_API_KEYS": "k1,k2"}
     mlengine = str(Path(sys.executable).with_name("mlengine"))
-    command = [mlengine, "serve", "--port", str(port),
-               "--db", duckdb_url, "--models", str(models)]  # fmt: skip
+    command = [mlengine, "serve", "--port", str(port), "--db", duckdb_url,
+               "--models", str(models), "--max-gap-hours", "12"]  # fmt: skip
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -432,6 +432,14 @@ def test_mlengine_serve_answers_over_http_with_keys(
         assert listed.status_code == 200
         (asset,) = listed.json()["assets"]
         assert (asset["symbol"], asset["live_ensemble"]) == ("SYN", True)
+        # one new bar: its history comes from the store; 19 bars later, a 20-hour gap
+        key = {API_KEY_HEADER: "k1"}
+        one = httpx.post(f"{base}/predict", json=_body(bars.iloc[-20:-19]), headers=key)
+        assert one.status_code == 200, one.text
+        assert one.json()["history_added"] > 0
+        late = httpx.post(f"{base}/predict", json=_body(bars.iloc[-1:]), headers=key)
+        assert late.status_code == 422
+        assert "more than the 0 days 12:00:00 allowed" in late.json()["detail"]
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -33,14 +33,26 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)] = 8000,
     db: DbOption = None,
     models: ModelsOption = None,
+    max_gap_hours: Annotated[
+        float,
+        typer.Option(
+            help="Longest time between two bars of a prediction's history (a longer gap is "
+            "refused as missing data; at least one bar of the timeframe).",
+            min=0.0,
+        ),
+    ] = 24.0 * 7,
 ) -> None:
     """Run the signal service (FastAPI under uvicorn). API keys, when wanted, come from
     MLENGINE_API_KEYS (comma-separated); every route but /health then needs X-API-Key."""
+    from datetime import timedelta
+
     import uvicorn
 
     from mlengine.service.app import ServiceSettings, create_app
 
-    settings = ServiceSettings.from_env(db_url=db, models_dir=models)
+    settings = ServiceSettings.from_env(
+        db_url=db, models_dir=models, max_gap=timedelta(hours=max_gap_hours)
+    )
     auth = f"{len(settings.api_keys)} API key(s)" if settings.api_keys else "no API key (open)"
     err_console.print(f"serving on http://{host}:{port} with {auth}; docs at /docs")
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
