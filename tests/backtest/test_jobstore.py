@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlengine.backtest import jobstore
 from mlengine.backtest.jobstore import JobStoreError, job_dir
 from mlengine.backtest.walkforward import FoldJob, Predicted, predict_folds
 from mlengine.data.loader import Fold, WalkForwardSplit
@@ -78,6 +79,17 @@ def test_only_the_jobs_whose_inputs_changed_run_again(
     # other settings are part of the fingerprint too: another seed reruns everything
     _predict(changed, folds, jobs_dir=tmp_path, seed=1)
     assert all(_stamps(tmp_path)[k] != now[k] for k in now)
+
+
+def test_jobs_made_by_other_code_run_again(
+    tmp_path: Path, bars: pd.DataFrame, folds: tuple[Fold, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert jobstore.code_version() == jobstore.code_version()  # once per process, stable
+    _predict(bars, folds, jobs_dir=tmp_path)
+    stamps = _stamps(tmp_path)
+    monkeypatch.setattr(jobstore, "code_version", lambda: "another version of the code")
+    _predict(bars, folds, jobs_dir=tmp_path)
+    assert all(_stamps(tmp_path)[k] != stamps[k] for k in stamps)
 
 
 class FlakySpy(ExplainingSpy):

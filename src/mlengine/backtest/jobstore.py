@@ -12,14 +12,17 @@ processes on other machines.
 The fingerprint is a SHA-256 of everything that decides the output: the factory (its
 ``repr``: a registered factory's strategy name and parameters), the seed, the fold's train
 and test positions, the history, and the values of the bars up to the end of the test
-window and of the context's higher-timeframe bars. A resumed run reuses a stored output only
-when its fingerprint matches; otherwise the job runs again (the data, the parameters or the
-scheme changed), so a resume can never mix outputs of two different runs.
+window and of the context's higher-timeframe bars, and the code (:func:`code_version`: this
+package's source and the numeric libraries' versions). A resumed run reuses a stored output
+only when its fingerprint matches; otherwise the job runs again (the data, the parameters,
+the scheme or the code changed), so a resume can never mix outputs of two different runs.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -37,7 +40,15 @@ from mlengine.data.schema import MLEngineError
 if TYPE_CHECKING:
     from mlengine.backtest.walkforward import FoldJob
 
-__all__ = ["FoldOutput", "JobStoreError", "fingerprint", "job_dir", "load_output", "save_output"]
+__all__ = [
+    "FoldOutput",
+    "JobStoreError",
+    "code_version",
+    "fingerprint",
+    "job_dir",
+    "load_output",
+    "save_output",
+]
 
 _FORMAT = 1
 
@@ -64,6 +75,29 @@ def _frame_digest(frame: pd.DataFrame) -> bytes:
     return hashlib.sha256(np.ascontiguousarray(hashed).tobytes()).digest()
 
 
+#: Libraries whose version can change a job's output.
+_LIBRARIES = ("numpy", "pandas", "numba", "torch", "xgboost", "scikit-learn", "hmmlearn", "ta-lib")
+
+
+@functools.cache
+def code_version() -> str:
+    """SHA-256 (hex) of this package's Python source (every module, by relative path) and
+    the installed versions of :data:`_LIBRARIES`: a stored job made by other code is not
+    reused. Computed once per process."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parents[1]
+    for file in sorted(root.rglob("*.py")):
+        digest.update(file.relative_to(root).as_posix().encode())
+        digest.update(file.read_bytes())
+    for name in _LIBRARIES:
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = "absent"
+        digest.update(f"{name}=={version}".encode())
+    return digest.hexdigest()
+
+
 def fingerprint(job: FoldJob) -> str:
     """The SHA-256 (hex) of what decides ``job``'s output (see the module docstring)."""
     fold = job.fold
@@ -78,6 +112,7 @@ def fingerprint(job: FoldJob) -> str:
         "history": job.history,
         "explain": job.explain,
         "columns": [str(c) for c in job.bars.columns],
+        "code": code_version(),
     }
     digest.update(json.dumps(head, sort_keys=True).encode())
     for positions in (fold.train, fold.test):
