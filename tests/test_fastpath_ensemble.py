@@ -130,7 +130,7 @@ def test_the_context_of_the_last_bar_equals_context_features(eurusd: pd.DataFram
         expected = context_features(w).iloc[-1].to_numpy()
         got = np.array(metamodel._context_last(w))
         assert np.array_equal(got, expected, equal_nan=True)
-        assert list(context_features(w).columns) == list(metamodel._CONTEXT_COLUMNS)
+        assert list(context_features(w).columns) == list(metamodel.CONTEXT_COLUMNS)
     flat_context = metamodel._context_last(constant)
     assert flat_context is not None and np.isnan(flat_context[:2]).all()
 

@@ -142,7 +142,9 @@ def test_feature_functions_may_return_frames_or_bad_columns(
         return {"rsi_s": np.ones(len(bars) - 1)}
 
     def shifted(bars: pd.DataFrame, *, window: int = 14) -> pd.DataFrame:
-        return pd.DataFrame({"rsi_x": np.ones(len(bars))}, index=bars.index + pd.Timedelta("1h"))
+        return pd.DataFrame(
+            {"rsi_x": np.ones(len(bars))}, index=pd.DatetimeIndex(bars.index).shift(1, "h")
+        )
 
     registry._REGISTRY["rsi"] = registry.FeatureSpec(
         "rsi", spec.group, spec.func, as_frame, spec.defaults

@@ -3,6 +3,8 @@ requests are completed with the stored and earlier-sent bars, exactly as the ser
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlengine.data.schema import OHLCV, make_bar_frame
-from mlengine.data.store import Store, open_store
+from mlengine.data.store import open_store
 from mlengine.service.history import BarHistory, HistoryError
 
 
@@ -117,13 +119,18 @@ def test_store_is_not_read_for_the_next_bar(monkeypatch: pytest.MonkeyPatch) -> 
         history = BarHistory(lambda: store)
         history.complete(bars.iloc[30:31], 12)
         reads: list[str] = []
+
+        def spy(name: str) -> Any:
+            original = getattr(store, name)
+
+            def read(*args: Any, **kwargs: Any) -> pd.DataFrame:
+                reads.append(name)
+                return original(*args, **kwargs)
+
+            return read
+
         for name in ("read_bars", "read_last_bars"):
-            original = getattr(Store, name)
-            monkeypatch.setattr(
-                store,
-                name,
-                lambda *a, _o=original, _n=name, **k: reads.append(_n) or _o(store, *a, **k),
-            )
+            monkeypatch.setattr(store, name, spy(name))
         for i in range(31, 40):
             done = history.complete(bars.iloc[i : i + 1], 12)
             assert done.bars.index[-1] == bars.index[i]
