@@ -240,14 +240,14 @@ def test_one_gate_pass_gives_predict_and_weights(
     model, features, probs = gate
     for rows in (slice(None), slice(-1, None)):
         f, p = features.iloc[rows], probs.iloc[rows]
-        mix, w = model._predict_weights(f, p)
+        mix, w = model.predict_with_weights(f, p)
         assert np.array_equal(mix, model.predict(f, p).to_numpy())
         assert np.array_equal(w, model.weights(f).to_numpy())
         # columns in another order are put in the fitted order
         shuffled = f[["z", "x", "w", "y"]]
-        assert np.array_equal(model._predict_weights(shuffled, p[["c", "a", "b"]])[0], mix)
+        assert np.array_equal(model.predict_with_weights(shuffled, p[["c", "a", "b"]])[0], mix)
     with pytest.raises(GateError, match=r"missing \['z'\], extra \[\]"):
-        model._predict_weights(features[["w", "x", "y"]], probs)
+        model.predict_with_weights(features[["w", "x", "y"]], probs)
 
 
 def test_the_gate_reads_numpy_columns_at_once_as_it_reads_them_one_by_one() -> None:

@@ -446,10 +446,10 @@ class Gate:
     def predict(self, features: pd.DataFrame, probs: pd.DataFrame) -> pd.Series:
         """The mixture probability ``sum_k w_k p_k`` per row, named ``p_up`` (missing expert
         probabilities count as 0.5)."""
-        mix, _ = self._predict_weights(features, probs)
+        mix, _ = self.predict_with_weights(features, probs)
         return pd.Series(mix, index=features.index, name="p_up")
 
-    def _predict_weights(
+    def predict_with_weights(
         self, features: pd.DataFrame, probs: pd.DataFrame
     ) -> tuple[np.ndarray, np.ndarray]:
         """What :meth:`predict` and :meth:`weights` give, as arrays ``(n,)`` and

@@ -515,7 +515,7 @@ class LiveEnsemble:
             columns=pd.Index(list(outputs)),
         )
         try:
-            mix, weights = self.gate._predict_weights(features, probs)
+            mix, weights = self.gate.predict_with_weights(features, probs)
         except GateError as err:
             raise LiveEnsembleError(f"the gate cannot score {ts}: {err}") from None
         raw = float(mix[0])
