@@ -4,8 +4,9 @@
   groupby-aggregate: the same bins, labels, partial-bin rule and values, bit for bit
   (NaN skipped, signed zeros, infinities, long bins), on random bar series with gaps.
 * :func:`~mlengine.data.resample.closed_positions` (binary search) puts at every lower row
-  the higher row :func:`~mlengine.data.resample.align_to_lower` (``merge_asof``) puts there;
-  :func:`~mlengine.data.multiframe.stack_timeframes` uses it for its positions.
+  the higher row ``pandas.merge_asof`` matches under the closed-bar rule;
+  :func:`~mlengine.data.resample.align_to_lower` and
+  :func:`~mlengine.data.multiframe.stack_timeframes` take their rows from it.
 * :meth:`MTS.predict_proba <mlengine.strategies.mts.MTS.predict_proba>` builds its stack and
   aligned features once per call and its output frame at once: the same frame as the base
   prediction plus the trend columns computed from :meth:`MTS._features` outside a call.
@@ -149,18 +150,33 @@ def index_pairs(draw: st.DrawFn) -> tuple[pd.DatetimeIndex, str, pd.DatetimeInde
     return pd.DatetimeIndex(lower, name="ts"), lower_tf, pd.DatetimeIndex(higher), higher_tf
 
 
+def merge_asof_rows(
+    higher: pd.DatetimeIndex, htf: str, lower: pd.DatetimeIndex, ltf: str
+) -> np.ndarray:
+    """The closed-bar rule by ``pandas.merge_asof`` (the reference): per lower bar, the
+    position of the last higher bar with ``T + htf <= t + ltf``, -1 before the first."""
+    right = pd.DataFrame(
+        {"row": np.arange(len(higher), dtype=np.float64)},
+        index=pd.DatetimeIndex(higher + Timeframe.parse(htf).delta, name="close"),
+    )
+    left = pd.DataFrame(index=pd.DatetimeIndex(lower + Timeframe.parse(ltf).delta, name="close"))
+    merged = pd.merge_asof(left, right, left_index=True, right_index=True, direction="backward")
+    return merged["row"].fillna(-1).to_numpy(dtype=np.int64)
+
+
 @SETTINGS
 @given(pair=index_pairs())
-def test_closed_positions_equal_align_to_lower(
+def test_closed_positions_and_align_to_lower_follow_merge_asof(
     pair: tuple[pd.DatetimeIndex, str, pd.DatetimeIndex, str],
 ) -> None:
     lower, ltf, higher, htf = pair
-    rows = pd.DataFrame({"row": np.arange(len(higher))}, index=higher)
-    merged = align_to_lower(rows, lower, lower_timeframe=ltf, higher_timeframe=htf)
-    want = merged.iloc[:, 0].fillna(-1).to_numpy(dtype=np.int64)
+    want = merge_asof_rows(higher, htf, lower, ltf)
     got = closed_positions(higher, lower, higher_timeframe=htf, lower_timeframe=ltf)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, want)
+    rows = pd.DataFrame({"row": np.arange(len(higher))}, index=higher)
+    merged = align_to_lower(rows, lower, lower_timeframe=ltf, higher_timeframe=htf)
+    np.testing.assert_array_equal(merged.iloc[:, 0].fillna(-1).to_numpy(dtype=np.int64), want)
 
 
 def test_stack_positions_equal_align_to_lower_on_real_data() -> None:

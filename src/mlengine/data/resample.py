@@ -277,23 +277,15 @@ def align_to_lower(
         lower_index.index if isinstance(lower_index, pd.DataFrame) else lower_index,
         "lower index",
     )
-    high_idx = _utc_index(higher.index, "higher index")
+    pos = closed_positions(higher.index, lower, higher_timeframe=htf, lower_timeframe=ltf)
     pre = default_prefix(htf) if prefix is None else prefix
-
     right = higher.rename(columns=lambda c: f"{pre}_{c}")
     if include_ts:
-        right = right.assign(**{f"{pre}_ts": high_idx})
-    right = right.set_axis(pd.DatetimeIndex(high_idx + htf.delta, name="_close"), axis=0)
-    left = pd.DataFrame(index=pd.DatetimeIndex(lower + ltf.delta, name="_close"))
-    merged = pd.merge_asof(
-        left,
-        right,
-        left_index=True,
-        right_index=True,
-        direction="backward",
-        allow_exact_matches=True,  # a higher bar closing exactly at the lower close counts
-    )
-    return merged.set_axis(pd.DatetimeIndex(lower, name=lower.name), axis=0)
+        right = right.assign(**{f"{pre}_ts": _utc_index(higher.index, "higher index")})
+    right = right.set_axis(pd.RangeIndex(len(right)), axis=0)
+    # a missing position (-1) reindexes to a row of NaN, with the usual dtype promotion
+    out = right.reindex(np.where(pos >= 0, pos, len(right)))
+    return out.set_axis(pd.DatetimeIndex(lower, name=lower.name), axis=0)
 
 
 def closed_positions(
@@ -305,17 +297,18 @@ def closed_positions(
 ) -> np.ndarray:
     """Per row of ``lower_index``, the position in ``higher_index`` of the higher row that
     :func:`align_to_lower` puts there (the last higher bar closed by the lower bar's close,
-    ``T + htf <= t + ltf``), ``-1`` before the first; an ``int64`` array.
+    ``T + htf <= t + ltf``, exact closes included), ``-1`` before the first; an ``int64``
+    array.
 
     The positions alone, by binary search on the close times: what a caller that indexes
-    arrays needs, without building and merging frames. Both indexes are checked as there
-    (tz-aware, strictly increasing, no NaT)."""
+    arrays needs, without building frames. Both indexes are checked as there (tz-aware,
+    strictly increasing, no NaT)."""
     htf = Timeframe.parse(higher_timeframe)
     ltf = Timeframe.parse(lower_timeframe)
     lower = _utc_index(lower_index, "lower index")
     high = _utc_index(higher_index, "higher index")
     closes = _shifted(high, htf, "higher index")
-    # the last higher close <= the lower close: merge_asof's backward match, exact included
+    # the last higher close <= the lower close
     pos = np.searchsorted(closes, _shifted(lower, ltf, "lower index"), side="right") - 1
     return pos.astype(np.int64, copy=False)
 
