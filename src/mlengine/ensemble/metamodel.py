@@ -25,7 +25,6 @@ ranges of the gate's, the calibrator's and the test rows, so the order can be ch
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -98,24 +97,40 @@ def context_features(bars: pd.DataFrame, window: int = CONTEXT_WINDOW) -> pd.Dat
     realised volatility over its median of the last ``10 * window`` bars), ``ctx_trend``
     (the ``window``-bar log return in units of that volatility) and the time of day and week
     as sine/cosine pairs."""
-    logret = np.log(bars["close"]).diff()
-    vol = logret.rolling(window).std()
-    median = vol.rolling(10 * window, min_periods=window).median()
-    index = pd.DatetimeIndex(bars.index)
+    values = _context_values(bars, window, slice(None))
+    return pd.DataFrame(dict(zip(CONTEXT_COLUMNS, values, strict=True)), index=bars.index)
+
+
+def _context_values(bars: pd.DataFrame, window: int, rows: slice) -> list[np.ndarray]:
+    """The :data:`CONTEXT_COLUMNS` of :func:`context_features` at ``rows`` of ``bars``. The
+    rolling statistics run over all of ``bars`` (their online updates make each value's
+    rounding depend on every bar before it); the rest is computed at ``rows`` only, so a
+    live prediction asking for the last row does no more than it needs."""
+    log_close = np.log(bars["close"].to_numpy())
+    logret = np.empty_like(log_close)
+    logret[:1] = np.nan
+    np.subtract(log_close[1:], log_close[:-1], out=logret[1:])
+    rolling = pd.Series(logret).rolling(window)
+    vol_series = rolling.std()
+    median = vol_series.rolling(10 * window, min_periods=window).median().to_numpy()[rows]
+    total = rolling.sum().to_numpy()[rows]
+    vol = vol_series.to_numpy()[rows]
+    index = pd.DatetimeIndex(bars.index[rows])
     hour = (index.hour + index.minute / 60.0).to_numpy(dtype=np.float64)
     day = (index.day_of_week + hour / 24.0).to_numpy(dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.log(vol / median)
-        trend = logret.rolling(window).sum() / (vol * np.sqrt(window))
-    values = (
-        rel.replace([np.inf, -np.inf], np.nan),
-        trend.replace([np.inf, -np.inf], np.nan),
+        trend = total / (vol * np.sqrt(window))
+    rel[np.isinf(rel)] = np.nan
+    trend[np.isinf(trend)] = np.nan
+    return [
+        rel,
+        trend,
         np.sin(2 * np.pi * hour / 24.0),
         np.cos(2 * np.pi * hour / 24.0),
         np.sin(2 * np.pi * day / 7.0),
         np.cos(2 * np.pi * day / 7.0),
-    )
-    return pd.DataFrame(dict(zip(CONTEXT_COLUMNS, values, strict=True)), index=bars.index)
+    ]
 
 
 def _check_horizon(horizon: object) -> int:
@@ -241,37 +256,11 @@ def stack_features(
 
 def _context_last(bars: pd.DataFrame, window: int = CONTEXT_WINDOW) -> list[float] | None:
     """The last row of :func:`context_features` of ``bars``, in its column order; ``None``
-    unless the closes are float64 and the index a :class:`~pandas.DatetimeIndex`. Each step
-    is the one :func:`context_features` takes (keep the two in step), without the frame
-    around it: the rolling statistics are pandas' own, run over all of ``bars`` (their
-    online updates make the rounding of the last value depend on every bar before it); the
-    time of day and week come from the last timestamp, the same arithmetic on one value."""
-    close = bars["close"]
-    if close.dtype != np.float64 or not isinstance(bars.index, pd.DatetimeIndex):
+    unless the closes are float64 and the index a :class:`~pandas.DatetimeIndex` (what the
+    one-row path of :func:`stack_features` takes)."""
+    if bars["close"].dtype != np.float64 or not isinstance(bars.index, pd.DatetimeIndex):
         return None
-    log_close = np.log(close.to_numpy())
-    logret = np.empty_like(log_close)
-    logret[:1] = np.nan
-    np.subtract(log_close[1:], log_close[:-1], out=logret[1:])
-    rolling = pd.Series(logret).rolling(window)
-    vol = rolling.std()
-    median = vol.rolling(10 * window, min_periods=window).median().to_numpy()
-    total = rolling.sum().to_numpy()
-    vol_values = vol.to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = float(np.log(vol_values / median)[-1])
-        trend = float(total[-1] / (vol_values[-1] * np.sqrt(window)))
-    stamp = bars.index[-1]
-    hour = stamp.hour + stamp.minute / 60.0
-    day = stamp.day_of_week + hour / 24.0
-    return [
-        math.nan if math.isinf(rel) else rel,
-        math.nan if math.isinf(trend) else trend,
-        float(np.sin(2 * np.pi * hour / 24.0)),
-        float(np.cos(2 * np.pi * hour / 24.0)),
-        float(np.sin(2 * np.pi * day / 7.0)),
-        float(np.cos(2 * np.pi * day / 7.0)),
-    ]
+    return [float(v[0]) for v in _context_values(bars, window, slice(-1, None))]
 
 
 def _stack_row(
