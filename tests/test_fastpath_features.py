@@ -269,6 +269,23 @@ def test_checked_bars_skips_only_the_recheck_of_the_same_bars() -> None:
         compute_features(bad, ["rsi"])  # the block is over
 
 
+def test_a_nested_block_on_the_same_bars_does_not_check_them_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bars = synthetic_bars(120, seed=7)
+    checked: list[int] = []
+    original = registry._checked_values
+
+    def counted(frame: object) -> np.ndarray:
+        checked.append(id(frame))
+        return original(frame)
+
+    monkeypatch.setattr(registry, "_checked_values", counted)
+    with registry.checked_bars(bars), registry.checked_bars(bars):  # e.g. MTS, then its base
+        compute_features(bars, ["returns"])
+    assert checked == [id(bars)]
+
+
 def test_infer_on_some_windows_converts_only_their_rows() -> None:
     import torch
 

@@ -235,7 +235,7 @@ def checked_bars(bars: object) -> Iterator[pd.DataFrame]:
     For a strategy's prediction, which checks its bars and then computes features on them
     (once or several times): the result of those checks is already known. The block must
     not modify the bars."""
-    values = _checked_values(bars)
+    values = _known_values(bars)  # a block nested in one on the same bars: checked already
     token = _CHECKED.set((cast(pd.DataFrame, bars), values))
     try:
         yield cast(pd.DataFrame, bars)

@@ -38,6 +38,7 @@ from mlengine.data.multiframe import TimeframeStack, build_stack
 from mlengine.data.resample import default_prefix
 from mlengine.data.schema import Timeframe, TimeframeError
 from mlengine.features import check_bars, compute_features
+from mlengine.features.registry import checked_bars
 from mlengine.nn.hierarchical import HierarchicalConfig, HierarchicalEncoder, timeframe_weights
 from mlengine.strategies._training import Gather
 from mlengine.strategies._windowed import WindowedParams, WindowedStrategy, scale_free
@@ -216,16 +217,16 @@ class MTS(WindowedStrategy):
         The timeframe stack of ``bars`` and its aligned features are built once for the call
         (the base's hooks each ask for them, and the trends read the features)."""
         self._check_fitted()
-        check_bars(bars)
-        if not len(bars):
-            return super().predict_proba(bars, context=context, last=last)
-        stack = self._stack(bars)
-        features = _aligned(stack, bars.index)
-        self._memo = (bars, stack, features)
-        try:
-            out = super().predict_proba(bars, context=context, last=last)
-        finally:
-            self._memo = None
+        with checked_bars(bars):  # checked once, here: the base's prediction does not again
+            if not len(bars):
+                return super().predict_proba(bars, context=context, last=last)
+            stack = self._stack(bars)
+            features = _aligned(stack, bars.index)
+            self._memo = (bars, stack, features)
+            try:
+                out = super().predict_proba(bars, context=context, last=last)
+            finally:
+                self._memo = None
         trend = [j for j, c in enumerate(features.columns) if c.endswith(f"_{TREND}")]
         signs = np.sign(features.to_numpy(dtype=np.float64)[:, trend])
         # the base's columns, then trend_{prefix} per trend column (a repeated prefix keeps
