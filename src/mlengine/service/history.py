@@ -79,14 +79,13 @@ class _Series:
         if len(self.ts) > keep:
             self.ts, self.values = self.ts[-keep:], self.values[-keep:]
 
-    def restarts(self, ts: np.ndarray, whole: bool, step: pd.Timedelta) -> bool:
+    def restarts(self, ts: np.ndarray, whole: bool, step: int) -> bool:
         """Whether bars at ``ts`` start a new run: they begin before the kept run (a replay
         of older bars, completed from the store), or they are a ``whole`` history that does
-        not touch the run's end."""
+        not touch the run's end (more than one bar of ``step`` µs after it)."""
         if not len(self.ts):
             return False
-        apart = ts[0] - self.ts[-1] > step // pd.Timedelta(microseconds=1)
-        return bool(ts[0] < self.ts[0] or (whole and apart))
+        return bool(ts[0] < self.ts[0] or (whole and ts[0] - self.ts[-1] > step))
 
     def clear(self) -> None:
         self.ts, self.values = self.ts[:0], self.values[:0]
@@ -124,18 +123,19 @@ class BarHistory:
         symbol, timeframe = str(bars.attrs["symbol"]), str(bars.attrs["timeframe"])
         series = self._get((symbol, timeframe))
         ts, values = bar_arrays(bars)
+        step = Timeframe.parse(timeframe).delta
+        limit = max(self.max_gap, step)  # a gap of one bar is never missing data
         with series.lock:
-            if series.restarts(ts, len(bars) >= need, Timeframe.parse(timeframe).delta):
+            if series.restarts(ts, len(bars) >= need, step // _US):
                 series.clear()
             if len(bars) < need:
-                self._fill(series, symbol, timeframe, int(ts[0]), need - len(bars))
+                self._fill(series, symbol, timeframe, step // _US, int(ts[0]), need - len(bars))
             series.merge(ts, values)
             end = int(np.searchsorted(series.ts, ts[-1], side="right"))
             start = max(0, end - max(need, len(bars)))
             out_ts, out_values = series.ts[start:end], series.values[start:end]
             gaps = np.diff(out_ts)
-            limit = max(self.max_gap, Timeframe.parse(timeframe).delta)
-            wide = np.flatnonzero(gaps > limit // pd.Timedelta(microseconds=1))
+            wide = np.flatnonzero(gaps > limit // _US)
             if wide.size:
                 # drop the bars before the gap, so that the next request reads the store
                 # again: the missing bars may have been imported meanwhile
@@ -166,12 +166,13 @@ class BarHistory:
         columns = {c: out_values[:, i] for i, c in enumerate(OHLCV)}
         return Completed(make_bar_frame(index, columns, symbol=symbol, timeframe=timeframe), added)
 
-    def _fill(self, series: _Series, symbol: str, timeframe: str, first: int, n: int) -> None:
+    def _fill(
+        self, series: _Series, symbol: str, timeframe: str, step: int, first: int, n: int
+    ) -> None:
         """Make sure the kept bars hold the ``n`` bars before ``first`` that the store has:
         read the older ones when the kept bars do not reach back that far, or the bars
-        between the kept bars' end and ``first`` when they stop short of it; bars sent
-        before are never replaced by stored ones."""
-        step = Timeframe.parse(timeframe).delta // pd.Timedelta(microseconds=1)
+        between the kept bars' end and ``first`` when they stop short of it (by more than
+        one bar of ``step`` µs); bars sent before are never replaced by stored ones."""
         try:
             held = int(np.searchsorted(series.ts, first))
             if held and first - int(series.ts[held - 1]) > step:
@@ -185,6 +186,9 @@ class BarHistory:
                 series.merge(*bar_arrays(older))
         except SeriesNotFoundError:
             return  # nothing stored: the kept bars are all there is
+
+
+_US = pd.Timedelta(microseconds=1)
 
 
 def _time(us: int) -> pd.Timestamp:
